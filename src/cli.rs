@@ -1,0 +1,242 @@
+//! The command line: `run`, `validate`, `example`, `--version`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Config, Diagnostic, LogFormat};
+use crate::event::Str;
+use crate::pipeline::{self, metrics::Registry};
+
+/// sysexits(3) EX_CONFIG: the configuration is wrong.
+pub const EXIT_CONFIG: u8 = 78;
+/// sysexits(3) EX_USAGE.
+pub const EXIT_USAGE: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(name = "hostwatch", version, about = "A host agent: logs, host state, HTTP traffic and application events, shipped as CloudEvents.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent.
+    Run {
+        /// The config file.
+        #[arg(long, short, env = "HOSTWATCH_CONFIG", default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Check a config file and its pipeline; exit 0, or 78 after listing every error.
+    Validate {
+        /// The config file.
+        #[arg(long, short, env = "HOSTWATCH_CONFIG", default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Print a documented example of a component type, or list the types.
+    Example {
+        /// A source, transform or sink type, e.g. `http`.
+        #[arg(value_name = "TYPE")]
+        ty: Option<String>,
+    },
+}
+
+/// Runs a parsed command line; the returned code is the process's exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Run { config } => run(&config),
+        Command::Validate { config } => validate(&config),
+        Command::Example { ty } => example(ty.as_deref()),
+    }
+}
+
+fn print_diagnostics(path: &Path, diagnostics: &[Diagnostic]) {
+    for d in diagnostics {
+        eprintln!("{}", d.display(path));
+    }
+}
+
+/// Loads a config and builds its pipeline, listing every problem.
+fn check(path: &Path) -> Result<(Config, pipeline::Topology, Vec<Diagnostic>), ExitCode> {
+    let (config, warnings) = match config::load(path) {
+        Ok(x) => x,
+        Err(e) => {
+            print_diagnostics(&e.path, &e.diagnostics);
+            eprintln!("{}: {} error(s); nothing was started", path.display(), e.diagnostics.iter().filter(|d| d.severity == config::Severity::Error).count());
+            return Err(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let mut problems = warnings.clone();
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
+        problems.push(Diagnostic::error(None, "log.level", format!("invalid level {:?}: {e}", config.log.level)));
+    }
+    let topology = match pipeline::build(&config) {
+        Ok(t) => Some(t),
+        Err(errors) => {
+            problems.extend(errors);
+            None
+        }
+    };
+    match topology {
+        Some(t) if problems.iter().all(|d| d.severity != config::Severity::Error) => Ok((config, t, warnings)),
+        _ => {
+            problems.sort_by_key(|d| (d.severity != config::Severity::Error, d.pos));
+            print_diagnostics(path, &problems);
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
+fn validate(path: &Path) -> ExitCode {
+    match check(path) {
+        Ok((config, _, warnings)) => {
+            print_diagnostics(path, &warnings);
+            println!(
+                "{}: valid ({} sources, {} transforms, {} sinks)",
+                path.display(),
+                config.sources.len(),
+                config.transforms.len(),
+                config.sinks.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn example(ty: Option<&str>) -> ExitCode {
+    let all = [
+        ("sources", crate::sources::TYPES),
+        ("transforms", crate::transforms::TYPES),
+        ("sinks", crate::sinks::TYPES),
+    ];
+    match ty {
+        None => {
+            println!("Component types (`hostwatch example TYPE` prints a documented example):");
+            for (kind, types) in all {
+                let names: Vec<&str> = types.iter().map(|(n, _)| *n).collect();
+                println!("  {kind:<11} {}", names.join(", "));
+            }
+            ExitCode::SUCCESS
+        }
+        Some(ty) => match all.iter().flat_map(|(_, t)| t.iter()).find(|(n, _)| *n == ty) {
+            Some((_, text)) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!("unknown component type `{ty}`; `hostwatch example` lists them");
+                ExitCode::from(EXIT_USAGE)
+            }
+        },
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = std::env::var("HOSTWATCH_LOG")
+        .ok()
+        .and_then(|l| tracing_subscriber::EnvFilter::try_new(l).ok())
+        .or_else(|| tracing_subscriber::EnvFilter::try_new(&config.log.level).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal as _;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = match config.log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+fn run(path: &Path) -> ExitCode {
+    let (config, topology, warnings) = match check(path) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    init_logging(&config);
+    for w in &warnings {
+        tracing::warn!("{}", w.display(path));
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("hostwatch")
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run_agent(config, topology)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_agent(config: Config, topology: pipeline::Topology) -> Result<(), String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let started = Instant::now();
+    let host = Str::interned(&pipeline::hostname(&config));
+    let registry = Arc::new(Registry::default());
+    let stop_api = CancellationToken::new();
+    let api = match &config.api {
+        Some(api) => {
+            let listener = api::bind(api.address).await?;
+            tracing::info!(address = %api.address, "API on /health and /metrics");
+            Some(tokio::spawn(api::serve(listener, registry.clone(), started, stop_api.clone())))
+        }
+        None => None,
+    };
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(|e| format!("cannot watch SIGHUP: {e}"))?;
+
+    let mut running = pipeline::start(topology, &config.data_dir, &host, registry.clone()).await?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %config.path.display(),
+        host = %host,
+        sources = config.sources.len(),
+        transforms = config.transforms.len(),
+        sinks = config.sinks.len(),
+        "hostwatch started"
+    );
+    pipeline::notify_systemd("READY=1");
+
+    let finished_by_itself = loop {
+        tokio::select! {
+            _ = sigterm.recv() => break false,
+            _ = sigint.recv() => break false,
+            _ = sighup.recv() => {
+                tracing::warn!("SIGHUP: reloading the config is not supported by this version; the running config stays");
+            }
+            _ = running.finished() => break true,
+        }
+    };
+    if finished_by_itself {
+        tracing::info!("every source has finished and everything was delivered; stopping");
+    } else {
+        tracing::info!(timeout = %config.shutdown_timeout, "stopping: draining events in flight");
+        pipeline::notify_systemd("STOPPING=1");
+        if running.shutdown(*config.shutdown_timeout).await {
+            tracing::info!("everything in flight was delivered");
+        }
+    }
+    stop_api.cancel();
+    if let Some(api) = api {
+        let _ = api.await;
+    }
+    Ok(())
+}
+
+use crate::api;

@@ -1,0 +1,28 @@
+//! hostwatch: a host agent that turns logs, host state, HTTP traffic and
+//! application events into CloudEvents and ships them without losing any.
+//!
+//! - [`cli`]: the command line (`run`, `validate`, `example`).
+//! - [`config`]: the YAML model, environment interpolation, validation with positions.
+//! - [`event`]: the CloudEvents event, its encodings, ids, times and acknowledgements.
+//! - [`pipeline`]: the component graph, its channels, fan-out, metrics and shutdown.
+//! - [`sources`]: where events come from (`generator`, `ingest`).
+//! - [`transforms`]: what happens to them on the way (`sample`).
+//! - [`sinks`]: where they go (`console`, `file`, `http`), with the shared sink driver.
+//! - [`buffer`]: the buffer in front of each sink.
+//! - [`batch`]: batching, encoding and compression for sinks.
+//! - [`retry`]: request settings, backoff and the outcome of a send.
+//! - [`template`]: destinations that depend on the event (`{type}`, `%Y-%m-%d`).
+//! - [`api`]: `/health` and `/metrics`.
+
+pub mod api;
+pub mod batch;
+pub mod buffer;
+pub mod cli;
+pub mod config;
+pub mod event;
+pub mod pipeline;
+pub mod retry;
+pub mod sinks;
+pub mod sources;
+pub mod template;
+pub mod transforms;

@@ -1,0 +1,238 @@
+//! `http`: batches POSTed to an HTTP endpoint.
+//!
+//! 2xx is delivered; 408, 429 and 5xx (and a connection that fails or does
+//! not answer) are retried, after `Retry-After` when the server sends one;
+//! any other answer means the batch will never be accepted, and it goes to
+//! the dead-letter directory. Redirects are not followed: a POST that is
+//! redirected is a configuration mistake to see, not to paper over.
+
+use std::path::PathBuf;
+use std::sync::Once;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
+
+use super::Parts;
+use crate::batch::{BatchLimits, Compression, EncodedBatch};
+use crate::config::{BuildError, Spanned};
+use crate::event::encode::Codec;
+use crate::retry::SendError;
+
+/// `type: http`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where to POST batches: an `http://` or `https://` URL. Required.
+    pub url: Spanned<String>,
+    /// `ndjson` (one CloudEvent a line), `json` (a JSON array of CloudEvents)
+    /// or `cloudevents_batch` (the same array, as
+    /// `application/cloudevents-batch+json`). Default: `ndjson`.
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// `none`, `gzip` or `zstd`, sent as `Content-Encoding`. Default: `none`.
+    #[serde(default)]
+    pub compression: Compression,
+    /// Extra headers on every request. Default: none.
+    #[serde(default)]
+    pub headers: Spanned<IndexMap<String, String>>,
+    /// `{basic: {user, password}}` or `{bearer: TOKEN}`. Default: none.
+    #[serde(default)]
+    pub auth: Option<Auth>,
+    /// TLS settings for `https://` URLs.
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    #[default]
+    Ndjson,
+    Json,
+    CloudeventsBatch,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Auth {
+    Basic { user: String, password: String },
+    Bearer(String),
+}
+
+/// `tls:` on an http sink.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// A PEM file of CA certificates trusted in addition to the system's.
+    /// Default: the system's only.
+    #[serde(default)]
+    pub ca_file: Option<Spanned<PathBuf>>,
+}
+
+pub struct Sink {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    headers: HeaderMap,
+}
+
+pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
+    let url = reqwest::Url::parse(&config.url.value)
+        .map_err(|e| BuildError::at(config.url.pos, format!("invalid url {:?}: {e}", config.url.value)))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(BuildError::at(config.url.pos, "`url` must start with http:// or https://"));
+    }
+
+    let mut headers = HeaderMap::new();
+    for (name, value) in &config.headers.value {
+        let n = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| BuildError::at(config.headers.pos, format!("invalid header name {name:?}")))?;
+        let mut v = HeaderValue::from_str(value)
+            .map_err(|_| BuildError::at(config.headers.pos, format!("invalid value for header {name:?}")))?;
+        if n == AUTHORIZATION {
+            v.set_sensitive(true);
+        }
+        if n == CONTENT_TYPE || n == CONTENT_ENCODING {
+            let msg = format!("`{name}` is set from `encoding` and `compression`");
+            return Err(BuildError::at(config.headers.pos, msg));
+        }
+        headers.insert(n, v);
+    }
+    if let Some(auth) = &config.auth {
+        if headers.contains_key(AUTHORIZATION) {
+            let msg = "`auth` and an `Authorization` header both set the same header; keep one";
+            return Err(BuildError::at(config.headers.pos, msg));
+        }
+        use base64::Engine as _;
+        let value = match auth {
+            Auth::Basic { user, password } => {
+                let raw = format!("{user}:{password}");
+                format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+            }
+            Auth::Bearer(token) => format!("Bearer {token}"),
+        };
+        let mut v = HeaderValue::from_str(&value).map_err(|_| BuildError::new("`auth` holds characters a header cannot"))?;
+        v.set_sensitive(true);
+        headers.insert(AUTHORIZATION, v);
+    }
+
+    install_crypto_provider();
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("hostwatch/", env!("CARGO_PKG_VERSION")))
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(60));
+    if let Some(ca) = &config.tls.ca_file {
+        let pem = std::fs::read(&ca.value)
+            .map_err(|e| BuildError::at(ca.pos, format!("cannot read {}: {e}", ca.value.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| BuildError::at(ca.pos, format!("{} is not a PEM certificate file: {e}", ca.value.display())))?;
+        if certs.is_empty() {
+            return Err(BuildError::at(ca.pos, format!("{} holds no certificate", ca.value.display())));
+        }
+        builder = builder.tls_certs_merge(certs);
+    }
+    let client = builder.build().map_err(|e| BuildError::new(format!("cannot set up the HTTP client: {e}")))?;
+
+    let codec = match config.encoding {
+        Encoding::Ndjson => Codec::Ndjson,
+        Encoding::Json => Codec::Json,
+        Encoding::CloudeventsBatch => Codec::CloudeventsBatch,
+    };
+    let parts = Parts {
+        codec,
+        compression: config.compression,
+        batch: BatchLimits::DEFAULT,
+        concurrency: 4,
+        max_concurrency: 1024,
+        partitioner: None,
+    };
+    Ok((super::Sink::Http(Sink { client, url, headers }), parts))
+}
+
+/// rustls needs a process-wide crypto provider; ring is ours.
+pub fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Fails only if one is installed already, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+impl Sink {
+    pub async fn send(&self, batch: &EncodedBatch) -> Result<(), SendError> {
+        let mut request = self
+            .client
+            .post(self.url.clone())
+            .headers(self.headers.clone())
+            .header(CONTENT_TYPE, batch.content_type)
+            .body(batch.body.clone());
+        if let Some(encoding) = batch.content_encoding {
+            request = request.header(CONTENT_ENCODING, encoding);
+        }
+        let response = request.send().await.map_err(|e| {
+            SendError::retry(format!("POST {} failed: {}", self.url, error_chain(&e)))
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            // Read the body so the connection goes back to the pool.
+            let _ = response.bytes().await;
+            return Ok(());
+        }
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let body = response.bytes().await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&body[..body.len().min(300)]).trim().to_string();
+        let reason = if text.is_empty() {
+            format!("{} answered {status}", self.url)
+        } else {
+            format!("{} answered {status}: {text}", self.url)
+        };
+        if status.as_u16() == 408 || status.as_u16() == 429 || status.is_server_error() {
+            Err(SendError::Retry { after: retry_after, reason })
+        } else {
+            Err(SendError::Permanent(reason))
+        }
+    }
+}
+
+/// `Retry-After`: a number of seconds or an HTTP date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    if let Ok(secs) = value.trim().parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value.trim()).ok()?;
+    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+/// An error with its causes: reqwest's own message alone says too little
+/// ("error sending request").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        let later = std::time::SystemTime::now() + Duration::from_secs(60);
+        let d = parse_retry_after(&httpdate::fmt_http_date(later)).unwrap();
+        assert!(d > Duration::from_secs(55) && d <= Duration::from_secs(60));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}

@@ -1,0 +1,290 @@
+//! Sinks: where events go. One module per `type`.
+//!
+//! A sink type only knows how to send one encoded batch and whether it was
+//! accepted. Everything else is shared and lives here and in `batch`,
+//! `buffer` and `retry`: the buffer in front of the sink, batching and
+//! encoding, compression, concurrent requests, retries, dead letters and
+//! acknowledgements.
+
+pub mod console;
+pub mod file;
+pub mod http;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tokio::time::Instant;
+
+use crate::batch::{BatchConfig, BatchLimits, Batcher, Compression, EncodedBatch, Partitioner};
+use crate::buffer::BufferConfig;
+use crate::config::yaml::{self, Node};
+use crate::config::BuildError;
+use crate::event::BatchStatus;
+use crate::event::encode::Codec;
+use crate::pipeline::channel::{Limits, Receiver};
+use crate::pipeline::metrics::{ComponentMetrics, DropReason, State};
+use crate::retry::{Backoff, RequestConfig, RequestSettings, SendError};
+
+/// Every sink type, with its documented example.
+pub const TYPES: &[(&str, &str)] = &[
+    ("console", include_str!("console/example.yaml")),
+    ("file", include_str!("file/example.yaml")),
+    ("http", include_str!("http/example.yaml")),
+];
+
+/// The settings of one sink: what every sink has, and its type's own.
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    pub batch: BatchConfig,
+    pub buffer: BufferConfig,
+    pub request: RequestConfig,
+    pub kind: SinkKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum SinkKind {
+    Console(console::Config),
+    File(file::Config),
+    Http(http::Config),
+}
+
+impl SinkConfig {
+    /// Reads the settings of a sink of type `ty`; `None` for an unknown type.
+    pub fn from_node(ty: &str, node: &Node) -> Result<Option<Self>, yaml::Error> {
+        let mut node = node.clone();
+        let mut common = |key: &str| -> Option<Node> { node.take(key).map(|(_, v)| v) };
+        let batch = common("batch");
+        let buffer = common("buffer");
+        let request = common("request");
+        fn part<T: serde::de::DeserializeOwned + Default>(n: &Option<Node>, key: &str) -> Result<T, yaml::Error> {
+            match n {
+                Some(n) => yaml::from_node(n).map_err(|e| e.within(key.to_string())),
+                None => Ok(T::default()),
+            }
+        }
+        let kind = match ty {
+            "console" => SinkKind::Console(yaml::from_node(&node)?),
+            "file" => SinkKind::File(yaml::from_node(&node)?),
+            "http" => SinkKind::Http(yaml::from_node(&node)?),
+            _ => return Ok(None),
+        };
+        Ok(Some(SinkConfig {
+            batch: part(&batch, "batch")?,
+            buffer: part(&buffer, "buffer")?,
+            request: part(&request, "request")?,
+            kind,
+        }))
+    }
+
+    /// Checks what can be checked before anything runs, and builds the sink.
+    pub fn build(&self, id: &str, data_dir: &Path) -> Result<BuiltSink, BuildError> {
+        let (sink, parts) = match &self.kind {
+            SinkKind::Console(c) => console::build(c)?,
+            SinkKind::File(c) => file::build(c)?,
+            SinkKind::Http(c) => http::build(c)?,
+        };
+        let limits = self.batch.resolve(parts.batch)?;
+        let request = self.request.resolve(parts.concurrency, parts.max_concurrency)?;
+        Ok(BuiltSink {
+            sink,
+            batcher: Batcher::new(limits, parts.codec, parts.compression),
+            partitioner: parts.partitioner,
+            buffer: self.buffer.limits()?,
+            request,
+            dead_letters: data_dir.join("dead").join(id),
+        })
+    }
+}
+
+/// What a sink type's build tells the shared machinery.
+pub struct Parts {
+    pub codec: Codec,
+    pub compression: Compression,
+    /// Batch limits unless the config says otherwise.
+    pub batch: BatchLimits,
+    pub concurrency: usize,
+    pub max_concurrency: usize,
+    pub partitioner: Option<Box<Partitioner>>,
+}
+
+/// A built sink type: sends one encoded batch.
+pub enum Sink {
+    Console(console::Sink),
+    File(file::Sink),
+    Http(http::Sink),
+}
+
+impl Sink {
+    async fn send(&self, batch: &EncodedBatch) -> Result<(), SendError> {
+        match self {
+            Sink::Console(s) => s.send(batch).await,
+            Sink::File(s) => s.send(batch).await,
+            Sink::Http(s) => s.send(batch).await,
+        }
+    }
+}
+
+/// A sink with its machinery, ready to run.
+pub struct BuiltSink {
+    pub sink: Sink,
+    batcher: Batcher,
+    partitioner: Option<Box<Partitioner>>,
+    /// The limits of the sink's input channel: its memory buffer.
+    pub buffer: Limits,
+    request: RequestSettings,
+    dead_letters: PathBuf,
+}
+
+// === the driver ===
+
+impl BuiltSink {
+    /// Runs until the input is closed and everything taken in has been
+    /// delivered or dead-lettered.
+    pub async fn run(self, mut input: Receiver, metrics: Arc<ComponentMetrics>) -> Result<(), String> {
+        let BuiltSink { sink, mut batcher, mut partitioner, request, dead_letters, .. } = self;
+        let mut inflight = FuturesUnordered::new();
+        let mut input_open = true;
+        metrics.set_state(State::Running);
+        loop {
+            while inflight.len() < request.concurrency {
+                let Some(batch) = batcher.pop() else { break };
+                inflight.push(deliver(&sink, batch, &request, &metrics, &dead_letters));
+            }
+            if !input_open && batcher.is_empty() && inflight.is_empty() {
+                break;
+            }
+            let deadline = batcher.next_deadline();
+            tokio::select! {
+                Some(()) = inflight.next(), if !inflight.is_empty() => {}
+                // Take no more input while closed batches wait for a request
+                // slot: the buffer fills and the sources slow down.
+                batch = input.recv(), if input_open && batcher.ready_len() == 0 => match batch {
+                    Some(batch) => {
+                        metrics.add_in(batch.len());
+                        batcher.push(batch, partitioner.as_deref_mut());
+                    }
+                    None => {
+                        input_open = false;
+                        batcher.flush_all();
+                    }
+                },
+                _ = sleep_until(deadline), if deadline.is_some() => batcher.flush_due(Instant::now()),
+            }
+        }
+        metrics.set_state(State::Stopped);
+        Ok(())
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    if let Some(d) = deadline {
+        tokio::time::sleep_until(d).await;
+    }
+}
+
+/// Sends one batch until it is delivered or refused for good, and settles
+/// its acknowledgements accordingly.
+async fn deliver(
+    sink: &Sink,
+    batch: EncodedBatch,
+    request: &RequestSettings,
+    metrics: &ComponentMetrics,
+    dead_letters: &Path,
+) {
+    let mut backoff = Backoff::new(request);
+    let mut failures = 0u32;
+    loop {
+        metrics.requests.fetch_add(1, Relaxed);
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(request.timeout, sink.send(&batch)).await {
+            Ok(r) => r,
+            Err(_) => Err(SendError::retry(format!(
+                "no answer within {}",
+                humantime::format_duration(request.timeout)
+            ))),
+        };
+        metrics.observe_request(started.elapsed());
+        match result {
+            Ok(()) => {
+                metrics.add_out(batch.events);
+                metrics.bytes_out.fetch_add(batch.body.len() as u64, Relaxed);
+                if failures > 0 {
+                    tracing::info!(component = %metrics.id, attempts = failures + 1, "delivered after retrying");
+                    metrics.set_state(State::Running);
+                    metrics.set_error(None);
+                }
+                batch.acks.settle(BatchStatus::Delivered);
+                return;
+            }
+            Err(SendError::Retry { after, reason }) => {
+                failures += 1;
+                metrics.retries.fetch_add(1, Relaxed);
+                metrics.set_state(State::Retrying);
+                let delay = backoff.delay(after);
+                tracing::warn!(
+                    component = %metrics.id,
+                    events = batch.events,
+                    attempt = failures,
+                    retry_in = %humantime::format_duration(Duration::from_millis(delay.as_millis() as u64)),
+                    "{reason}"
+                );
+                metrics.set_error(Some(reason));
+                tokio::time::sleep(delay).await;
+            }
+            Err(SendError::Permanent(reason)) => {
+                metrics.add_dropped(DropReason::DeadLettered, batch.events);
+                match dead_letter(dead_letters, &batch, &reason).await {
+                    Ok(path) => tracing::error!(
+                        component = %metrics.id,
+                        events = batch.events,
+                        file = %path.display(),
+                        "refused for good, written to the dead-letter directory: {reason}"
+                    ),
+                    Err(e) => tracing::error!(
+                        component = %metrics.id,
+                        events = batch.events,
+                        "refused for good ({reason}), and could not be written to {}: {e}",
+                        dead_letters.display()
+                    ),
+                }
+                metrics.set_error(Some(reason));
+                batch.acks.settle(BatchStatus::Rejected);
+                return;
+            }
+        }
+    }
+}
+
+/// Writes a refused batch, as it was sent, to `dir/<time>-<n>.<ext>`, with
+/// `<same>.meta.json` saying why and how to read it.
+async fn dead_letter(dir: &Path, batch: &EncodedBatch, reason: &str) -> std::io::Result<PathBuf> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    tokio::fs::create_dir_all(dir).await?;
+    let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let base = match batch.content_type {
+        ct if ct.contains("ndjson") => "ndjson",
+        ct if ct.contains("json") => "json",
+        _ => "txt",
+    };
+    let ext = match batch.content_encoding {
+        Some("gzip") => format!("{base}.gz"),
+        Some("zstd") => format!("{base}.zst"),
+        _ => base.to_string(),
+    };
+    let name = format!("{millis}-{}", SEQ.fetch_add(1, Relaxed));
+    let body = dir.join(format!("{name}.{ext}"));
+    tokio::fs::write(&body, &batch.body).await?;
+    let meta = serde_json::json!({
+        "reason": reason,
+        "events": batch.events,
+        "content_type": batch.content_type,
+        "content_encoding": batch.content_encoding,
+        "destination": batch.partition,
+    });
+    tokio::fs::write(dir.join(format!("{name}.meta.json")), meta.to_string()).await?;
+    Ok(body)
+}

@@ -1,0 +1,109 @@
+//! Sources: where events come from. One module per `type`.
+
+pub mod generator;
+pub mod ingest;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::yaml::{self, Node};
+use crate::config::BuildError;
+use crate::event::Str;
+use crate::pipeline::fanout::Fanout;
+use crate::pipeline::metrics::ComponentMetrics;
+
+/// Every source type, with its documented example.
+pub const TYPES: &[(&str, &str)] = &[
+    ("generator", include_str!("generator/example.yaml")),
+    ("ingest", include_str!("ingest/example.yaml")),
+];
+
+/// The settings of one source, by `type`.
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    Generator(generator::Config),
+    Ingest(ingest::Config),
+}
+
+impl SourceConfig {
+    /// Reads the settings of a source of type `ty`; `None` for an unknown type.
+    pub fn from_node(ty: &str, node: &Node) -> Result<Option<Self>, yaml::Error> {
+        Ok(Some(match ty {
+            "generator" => SourceConfig::Generator(yaml::from_node(node)?),
+            "ingest" => SourceConfig::Ingest(yaml::from_node(node)?),
+            _ => return Ok(None),
+        }))
+    }
+
+    /// Checks what can be checked before anything runs, and builds the source.
+    pub fn build(&self) -> Result<Source, BuildError> {
+        Ok(match self {
+            SourceConfig::Generator(c) => Source::Generator(generator::Generator::new(c.clone())?),
+            SourceConfig::Ingest(c) => Source::Ingest(ingest::Ingest::new(c.clone())?),
+        })
+    }
+}
+
+/// A built source, ready to run.
+pub enum Source {
+    Generator(generator::Generator),
+    Ingest(ingest::Ingest),
+}
+
+impl Source {
+    /// Runs until the source is done or `cx.shutdown` fires.
+    pub async fn run(self, cx: SourceContext) -> Result<(), String> {
+        match self {
+            Source::Generator(s) => s.run(cx).await,
+            Source::Ingest(s) => s.run(cx).await,
+        }
+    }
+}
+
+/// What a running source is given.
+pub struct SourceContext {
+    pub id: String,
+    pub out: Fanout,
+    /// Fires when the agent stops: the source stops producing and returns.
+    pub shutdown: CancellationToken,
+    pub data_dir: PathBuf,
+    pub metrics: Arc<ComponentMetrics>,
+    /// The host name events carry.
+    pub host: Str,
+    /// `hostwatch://<host>/<id>`, the events' `source`.
+    pub source_uri: Str,
+    ready: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+impl SourceContext {
+    pub fn new(
+        id: String,
+        out: Fanout,
+        shutdown: CancellationToken,
+        data_dir: PathBuf,
+        metrics: Arc<ComponentMetrics>,
+        host: Str,
+        ready: oneshot::Sender<Result<(), String>>,
+    ) -> Self {
+        let source_uri = Str::interned(&format!("hostwatch://{host}/{id}"));
+        SourceContext { id, out, shutdown, data_dir, metrics, host, source_uri, ready: Some(ready) }
+    }
+
+    /// Tells the agent the source has started (its sockets are bound), or
+    /// why it could not. The agent reports itself ready once every source has.
+    pub fn ready(&mut self, result: Result<(), String>) {
+        if let Some(tx) = self.ready.take() {
+            let _ = tx.send(result);
+        }
+    }
+}
+
+impl Drop for SourceContext {
+    fn drop(&mut self) {
+        // A source that returns without a word has started (and finished).
+        self.ready(Ok(()));
+    }
+}

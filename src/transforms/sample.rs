@@ -1,0 +1,206 @@
+//! `sample`: keeps a share of the events.
+//!
+//! With `key`, the choice follows a hash of that field: every event with the
+//! same value is kept, or every one dropped, on every host, so a sampled
+//! request keeps all its events. The hash is FNV-1a (64 bits) of the field's
+//! text, mixed by the MurmurHash3 64-bit finalizer (FNV alone barely moves
+//! its high bits for values that differ in their last characters, such as
+//! IP addresses); an event is kept when `hash < rate × 2^64`. Without `key` the choice
+//! is random (`rate`) or every Nth event (`one_in`).
+//!
+//! Kept events carry the CloudEvents `sampledrate` extension attribute (1 in
+//! how many were kept), so consumers can scale counts back up.
+
+use serde::Deserialize;
+
+use super::Outputs;
+use crate::config::{BuildError, Spanned};
+use crate::event::path::FieldPath;
+use crate::event::{EventBatch, Str, Value};
+use crate::pipeline::metrics::DropReason;
+
+/// `type: sample`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The share of events kept, from 0 to 1 (`0.1` keeps 10 %). Give this or `one_in`.
+    #[serde(default)]
+    pub rate: Option<Spanned<f64>>,
+    /// Keep one event in N. Give this or `rate`.
+    #[serde(default)]
+    pub one_in: Option<Spanned<u64>>,
+    /// A field (`data.client`, `subject`) whose value decides, so that equal
+    /// values are kept or dropped together. Default: none, each event on its own.
+    #[serde(default)]
+    pub key: Option<Spanned<String>>,
+}
+
+pub struct Sample {
+    /// Kept when the 64-bit hash (or random number) is below this.
+    threshold: u64,
+    one_in: Option<u64>,
+    key: Option<FieldPath>,
+    sampledrate: Value,
+    counter: u64,
+    rng: fastrand::Rng,
+    scratch: String,
+}
+
+impl Sample {
+    pub fn new(config: &Config) -> Result<Self, BuildError> {
+        let (rate, one_in) = match (&config.rate, &config.one_in) {
+            (Some(r), None) => {
+                if !(r.value > 0.0 && r.value <= 1.0) {
+                    return Err(BuildError::at(r.pos, "`rate` must be more than 0 and at most 1"));
+                }
+                (r.value, None)
+            }
+            (None, Some(n)) => {
+                if n.value == 0 {
+                    return Err(BuildError::at(n.pos, "`one_in` must be at least 1"));
+                }
+                (1.0 / n.value as f64, Some(n.value))
+            }
+            (Some(r), Some(_)) => return Err(BuildError::at(r.pos, "give `rate` or `one_in`, not both")),
+            (None, None) => return Err(BuildError::new("give `rate` (0 to 1) or `one_in` (N)")),
+        };
+        let key = match &config.key {
+            Some(k) => Some(FieldPath::parse(&k.value).map_err(|e| BuildError::at(k.pos, e))?),
+            None => None,
+        };
+        let threshold = if rate >= 1.0 { u64::MAX } else { (rate * u64::MAX as f64) as u64 };
+        Ok(Sample {
+            threshold,
+            one_in,
+            key,
+            sampledrate: Value::Int((1.0 / rate).round() as i64),
+            counter: 0,
+            rng: fastrand::Rng::new(),
+            scratch: String::new(),
+        })
+    }
+
+    pub fn process(&mut self, mut batch: EventBatch, out: &mut Outputs) {
+        if self.threshold == u64::MAX {
+            out.push(batch);
+            return;
+        }
+        let before = batch.len();
+        let Sample { threshold, one_in, key, counter, rng, scratch, .. } = self;
+        batch.retain(|event| match key {
+            Some(path) => {
+                scratch.clear();
+                if let Some(field) = path.get(event) {
+                    field.write_to(scratch);
+                }
+                stable_hash(scratch.as_bytes()) < *threshold
+            }
+            None => match one_in {
+                Some(n) => {
+                    *counter += 1;
+                    *counter % *n == 1 % *n
+                }
+                None => rng.u64(..) < *threshold,
+            },
+        });
+        out.metrics.add_dropped(DropReason::Filtered, before - batch.len());
+        let rate = self.sampledrate.clone();
+        batch.update(|events| {
+            for e in events {
+                e.attrs.insert(Str::from_static("sampledrate"), rate.clone());
+            }
+        });
+        out.push(batch);
+    }
+}
+
+/// FNV-1a (64 bits) then the MurmurHash3 finalizer: small, fast, well
+/// spread over all 64 bits, and the same on every host and every version.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{AckSet, Event, EventId, Map};
+    use crate::pipeline::metrics::ComponentMetrics;
+    use std::sync::Arc;
+
+    fn events(n: usize) -> EventBatch {
+        let events = (0..n)
+            .map(|i| {
+                let mut data = Map::new();
+                data.push(Str::from_static("client"), Value::from(format!("10.0.0.{}", i % 50)));
+                Event {
+                    id: EventId::Generated(i as u128),
+                    time: 0,
+                    ty: Str::from_static("t"),
+                    source: Str::from_static("s"),
+                    subject: None,
+                    host: Str::from_static("h"),
+                    attrs: Map::new(),
+                    data: Value::Object(data),
+                }
+            })
+            .collect();
+        EventBatch::new(events, AckSet::new())
+    }
+
+    fn run(config: &str, n: usize) -> (Vec<Event>, u64) {
+        let node = crate::config::yaml::parse(config, &|_| None).unwrap();
+        let c: Config = crate::config::yaml::from_node(&node).unwrap();
+        let mut s = Sample::new(&c).unwrap();
+        let metrics = Arc::new(ComponentMetrics::new("s", "transform", "sample"));
+        let mut out = Outputs { batches: Vec::new(), metrics: metrics.clone() };
+        s.process(events(n), &mut out);
+        let kept = out.batches.into_iter().flat_map(|b| b.into_parts().0).collect();
+        (kept, metrics.dropped(DropReason::Filtered))
+    }
+
+    #[test]
+    fn one_in_keeps_exactly_every_nth_and_marks_the_rate() {
+        let (kept, dropped) = run("one_in: 10", 1000);
+        assert_eq!(kept.len(), 100);
+        assert_eq!(dropped, 900);
+        assert_eq!(kept[0].attrs.get("sampledrate"), Some(&Value::Int(10)));
+    }
+
+    #[test]
+    fn a_key_keeps_or_drops_all_events_of_a_value() {
+        let (kept, _) = run("rate: 0.3\nkey: data.client", 5000);
+        let mut by_client = std::collections::HashMap::new();
+        for e in &kept {
+            let c = e.data.as_object().unwrap().get("client").unwrap().as_str().unwrap().to_string();
+            *by_client.entry(c).or_insert(0) += 1;
+        }
+        // Each of the 50 clients appears 100 times: kept whole or not at all.
+        assert!(by_client.values().all(|n| *n == 100), "{by_client:?}");
+        assert!(!by_client.is_empty() && by_client.len() < 50);
+    }
+
+    #[test]
+    fn the_hash_is_stable() {
+        // Fixed values: a change here changes which events every host keeps.
+        assert_eq!(stable_hash(b""), 0xefd0_1f60_ba99_2926);
+        assert_eq!(stable_hash(b"10.0.0.1"), 0xc879_e56d_dc6c_5c88);
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        for bad in ["rate: 1.5", "rate: 0", "one_in: 0", "{}", "rate: 0.5\none_in: 2", "rate: 0.5\nkey: data..x"] {
+            let node = crate::config::yaml::parse(bad, &|_| None).unwrap();
+            let c: Config = crate::config::yaml::from_node(&node).unwrap();
+            assert!(Sample::new(&c).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! What the integration tests share: the real agent binary started with a
+//! real config, an HTTP receiver that records what arrives and misbehaves on
+//! command, and a publisher for the ingest endpoint.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::Read as _;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::task::JoinSet;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_hostwatch");
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+// === the agent ===
+
+pub struct Agent {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub log: PathBuf,
+    pub stdout: PathBuf,
+}
+
+impl Agent {
+    /// Starts `hostwatch run` with a config; `{data_dir}` in it is replaced
+    /// by a fresh directory.
+    pub fn start(config: &str) -> Agent {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let text = config.replace("{data_dir}", data.to_str().expect("utf-8 path"));
+        let path = dir.path().join("agent.yaml");
+        std::fs::write(&path, text).expect("write config");
+        let log = dir.path().join("agent.log");
+        let stdout = dir.path().join("stdout.log");
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("HOSTWATCH_LOG", "info")
+            .stdout(std::fs::File::create(&stdout).expect("stdout file"))
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start hostwatch");
+        Agent { child, dir, log, stdout }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Waits until something accepts connections on `addr`.
+    pub fn wait_listening(&mut self, addr: SocketAddr) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(addr).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("hostwatch exited with {status} before listening:\n{}", self.logs());
+            }
+            assert!(Instant::now() < deadline, "hostwatch did not listen on {addr}:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args(["-s", signal, &self.child.id().to_string()]).status();
+        assert!(status.map(|s| s.success()).unwrap_or(false), "kill -s {signal} failed");
+    }
+
+    /// Waits for the agent to exit on its own.
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("hostwatch did not exit within {within:?}:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `hostwatch validate` on a config text; returns the exit code and stderr.
+pub fn validate(config: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("agent.yaml");
+    std::fs::write(&path, config).expect("write config");
+    validate_file(&path)
+}
+
+pub fn validate_file(path: &Path) -> (i32, String) {
+    let out = Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run validate");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+// === the receiver ===
+
+/// What the receiver answers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Mode {
+    Accept,
+    /// 503 to every `n`-th request.
+    FailEvery(u64),
+    /// 400 to every request.
+    Refuse,
+}
+
+struct Shared {
+    events: Mutex<Vec<Value>>,
+    requests: AtomicU64,
+    failed: AtomicU64,
+    mode: Mutex<Mode>,
+    delay: Mutex<Duration>,
+    content_types: Mutex<HashMap<String, u64>>,
+}
+
+/// An HTTP server that records every event it accepts.
+pub struct Receiver {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    up: Arc<AtomicBool>,
+}
+
+impl Receiver {
+    pub async fn start(mode: Mode) -> Receiver {
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let shared = Arc::new(Shared {
+            events: Mutex::new(Vec::new()),
+            requests: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            mode: Mutex::new(mode),
+            delay: Mutex::new(Duration::ZERO),
+            content_types: Mutex::new(HashMap::new()),
+        });
+        let mut r = Receiver { addr, shared, server: None, up: Arc::new(AtomicBool::new(false)) };
+        r.up().await;
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/ingest", self.addr)
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        *self.shared.mode.lock().unwrap() = mode;
+    }
+
+    /// Answers each request only after `delay`.
+    pub fn set_delay(&self, delay: Duration) {
+        *self.shared.delay.lock().unwrap() = delay;
+    }
+
+    /// Stops listening and drops every connection: the agent sees
+    /// "connection refused" until [`up`](Self::up).
+    pub async fn down(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+            let _ = server.await;
+        }
+        self.up.store(false, Ordering::SeqCst);
+    }
+
+    pub async fn up(&mut self) {
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        let shared = self.shared.clone();
+        self.server = Some(tokio::spawn(async move {
+            // Connections live in this set: aborting the server drops them all.
+            let mut connections = JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let shared = shared.clone();
+                connections.spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let shared = shared.clone();
+                        async move { Ok::<_, std::convert::Infallible>(handle(req, &shared).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        }));
+        self.up.store(true, Ordering::SeqCst);
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        self.shared.events.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.shared.events.lock().unwrap().len()
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn failed(&self) -> u64 {
+        self.shared.failed.load(Ordering::SeqCst)
+    }
+
+    pub fn content_types(&self) -> HashMap<String, u64> {
+        self.shared.content_types.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` events arrived.
+    pub async fn wait_for(&self, n: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.count() < n {
+            assert!(Instant::now() < deadline, "only {} of {n} events arrived within {within:?}", self.count());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn handle(req: Request<hyper::body::Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+    let n = shared.requests.fetch_add(1, Ordering::SeqCst) + 1;
+    let delay = *shared.delay.lock().unwrap();
+    let mode = *shared.mode.lock().unwrap();
+    let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let encoding = req.headers().get("content-encoding").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return reply(StatusCode::BAD_REQUEST),
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    match mode {
+        Mode::FailEvery(k) if n % k == 0 => {
+            shared.failed.fetch_add(1, Ordering::SeqCst);
+            return reply(StatusCode::SERVICE_UNAVAILABLE);
+        }
+        Mode::Refuse => {
+            shared.failed.fetch_add(1, Ordering::SeqCst);
+            return reply(StatusCode::BAD_REQUEST);
+        }
+        _ => {}
+    }
+    let plain = match encoding.as_str() {
+        "gzip" => {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut out).expect("gzip body");
+            out
+        }
+        "zstd" => zstd::decode_all(&body[..]).expect("zstd body"),
+        _ => body.to_vec(),
+    };
+    let events: Vec<Value> = if content_type.contains("ndjson") {
+        plain
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).expect("an NDJSON line is JSON"))
+            .collect()
+    } else {
+        match serde_json::from_slice(&plain).expect("the body is JSON") {
+            Value::Array(a) => a,
+            other => vec![other],
+        }
+    };
+    *shared.content_types.lock().unwrap().entry(content_type).or_default() += 1;
+    shared.events.lock().unwrap().extend(events);
+    reply(StatusCode::OK)
+}
+
+fn reply(status: StatusCode) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = status;
+    r
+}
+
+// === publishing ===
+
+/// An HTTP client (rustls needs its crypto provider installed first).
+pub fn client() -> reqwest::Client {
+    hostwatch::sinks::http::install_crypto_provider();
+    reqwest::Client::new()
+}
+
+pub async fn get(url: &str) -> reqwest::Response {
+    client().get(url).send().await.expect("GET")
+}
+
+/// Publishes events `first..first+count` to an ingest endpoint in requests of
+/// `per_request`, each event `{"type": "test.event", "data": {"seq": N}}`.
+/// A request answered 503 (or not answered) is sent again, whole: the
+/// endpoint accepts a request entirely or not at all.
+pub async fn publish(url: &str, first: u64, count: u64, per_request: u64) -> u64 {
+    let client = client();
+    let mut retried = 0;
+    let mut seq = first;
+    let mut i = 0u64;
+    while seq < first + count {
+        let n = per_request.min(first + count - seq);
+        // Alternate the body formats the endpoint takes.
+        let (content_type, body) = match i % 3 {
+            0 => (
+                "application/json",
+                serde_json::to_string(&(seq..seq + n).map(test_event).collect::<Vec<_>>()).unwrap(),
+            ),
+            1 => (
+                "application/x-ndjson",
+                (seq..seq + n).map(|s| test_event(s).to_string() + "\n").collect::<String>(),
+            ),
+            _ => (
+                "application/cloudevents-batch+json",
+                serde_json::to_string(
+                    &(seq..seq + n)
+                        .map(|s| {
+                            let mut e = test_event(s);
+                            e["specversion"] = "1.0".into();
+                            e
+                        })
+                        .collect::<Vec<_>>(),
+                )
+                .unwrap(),
+            ),
+        };
+        loop {
+            let r = client.post(url).header("content-type", content_type).body(body.clone()).send().await;
+            match r {
+                Ok(r) if r.status().is_success() => break,
+                Ok(r) if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE => {}
+                Ok(r) => panic!("ingest answered {}: {}", r.status(), r.text().await.unwrap_or_default()),
+                Err(_) => {}
+            }
+            retried += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        seq += n;
+        i += 1;
+    }
+    retried
+}
+
+pub fn test_event(seq: u64) -> Value {
+    serde_json::json!({"type": "test.event", "data": {"seq": seq, "message": format!("event seq={seq}")}})
+}
+
+/// Checks that every sequence number in `0..n` arrived exactly once, and
+/// returns the events by sequence number.
+pub fn assert_exactly_once(events: &[Value], n: u64) -> Vec<&Value> {
+    let mut by_seq: Vec<Option<&Value>> = vec![None; n as usize];
+    let mut duplicates = Vec::new();
+    for e in events {
+        let seq = e["data"]["seq"].as_u64().unwrap_or_else(|| panic!("event without data.seq: {e}"));
+        assert!(seq < n, "unexpected seq {seq}");
+        match by_seq[seq as usize] {
+            Some(_) => duplicates.push(seq),
+            None => by_seq[seq as usize] = Some(e),
+        }
+    }
+    let missing: Vec<usize> = by_seq.iter().enumerate().filter(|(_, e)| e.is_none()).map(|(i, _)| i).collect();
+    assert!(missing.is_empty(), "{} events missing, e.g. {:?}", missing.len(), &missing[..missing.len().min(10)]);
+    assert!(duplicates.is_empty(), "{} duplicates, e.g. {:?}", duplicates.len(), &duplicates[..duplicates.len().min(10)]);
+    by_seq.into_iter().flatten().collect()
+}
+
+/// Checks the CloudEvents attributes hostwatch fills in.
+pub fn assert_cloudevent(e: &Value, source: &str, host: &str) {
+    assert_eq!(e["specversion"], "1.0", "{e}");
+    let id = e["id"].as_str().expect("id");
+    let uuid = uuid::Uuid::parse_str(id).expect("id is a UUID");
+    assert_eq!(uuid.get_version_num(), 7, "id is a UUIDv7: {id}");
+    assert_eq!(e["source"], source, "{e}");
+    assert_eq!(e["host"], host, "{e}");
+    let time = e["time"].as_str().expect("time");
+    assert_eq!(time.len(), 27, "RFC 3339 UTC with microseconds: {time}");
+    assert!(time.ends_with('Z'));
+    chrono::DateTime::parse_from_rfc3339(time).expect("time is RFC 3339");
+    assert_eq!(e["datacontenttype"], "application/json");
+    assert!(e["type"].is_string());
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+}
