@@ -21,7 +21,12 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, String> {
 }
 
 /// Serves until `stop` fires.
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>, started: Instant, stop: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    started: Instant,
+    stop: CancellationToken,
+) {
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     loop {
         let stream = tokio::select! {
@@ -50,7 +55,11 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, started: Inst
     }
 }
 
-fn handle(req: &Request<hyper::body::Incoming>, registry: &Registry, started: Instant) -> Response<Full<Bytes>> {
+fn handle(
+    req: &Request<hyper::body::Incoming>,
+    registry: &Registry,
+    started: Instant,
+) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use GET\n".to_string());
     }

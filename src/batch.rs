@@ -185,7 +185,9 @@ impl Batcher {
         if self.open.len() >= MAX_OPEN {
             self.close(0);
         }
-        let mut body = Vec::with_capacity(self.limits.max_bytes.min(1 << 16));
+        // Room for a full batch at once: growing by doubling would copy the
+        // body several times. Only the pages written to are ever touched.
+        let mut body = Vec::with_capacity((self.limits.max_bytes + 4096).min(4 << 20));
         self.encoder.begin(&mut body);
         self.open.push(Open {
             key: self.key.clone(),
@@ -387,7 +389,8 @@ mod tests {
             let plain = match c {
                 Compression::Gzip => {
                     let mut s = Vec::new();
-                    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&out.body[..]), &mut s).unwrap();
+                    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&out.body[..]), &mut s)
+                        .unwrap();
                     s
                 }
                 _ => zstd::decode_all(&out.body[..]).unwrap(),

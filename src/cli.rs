@@ -18,7 +18,11 @@ pub const EXIT_CONFIG: u8 = 78;
 pub const EXIT_USAGE: u8 = 64;
 
 #[derive(Debug, Parser)]
-#[command(name = "hostwatch", version, about = "A host agent: logs, host state, HTTP traffic and application events, shipped as CloudEvents.")]
+#[command(
+    name = "hostwatch",
+    version,
+    about = "A host agent: logs, host state, HTTP traffic and application events, shipped as CloudEvents."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -67,13 +71,21 @@ fn check(path: &Path) -> Result<(Config, pipeline::Topology, Vec<Diagnostic>), E
         Ok(x) => x,
         Err(e) => {
             print_diagnostics(&e.path, &e.diagnostics);
-            eprintln!("{}: {} error(s); nothing was started", path.display(), e.diagnostics.iter().filter(|d| d.severity == config::Severity::Error).count());
+            eprintln!(
+                "{}: {} error(s); nothing was started",
+                path.display(),
+                e.diagnostics.iter().filter(|d| d.severity == config::Severity::Error).count()
+            );
             return Err(ExitCode::from(EXIT_CONFIG));
         }
     };
     let mut problems = warnings.clone();
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
-        problems.push(Diagnostic::error(None, "log.level", format!("invalid level {:?}: {e}", config.log.level)));
+        problems.push(Diagnostic::error(
+            None,
+            "log.level",
+            format!("invalid level {:?}: {e}", config.log.level),
+        ));
     }
     let topology = match pipeline::build(&config) {
         Ok(t) => Some(t),
@@ -83,7 +95,9 @@ fn check(path: &Path) -> Result<(Config, pipeline::Topology, Vec<Diagnostic>), E
         }
     };
     match topology {
-        Some(t) if problems.iter().all(|d| d.severity != config::Severity::Error) => Ok((config, t, warnings)),
+        Some(t) if problems.iter().all(|d| d.severity != config::Severity::Error) => {
+            Ok((config, t, warnings))
+        }
         _ => {
             problems.sort_by_key(|d| (d.severity != config::Severity::Error, d.pos));
             print_diagnostics(path, &problems);
@@ -163,17 +177,14 @@ fn run(path: &Path) -> ExitCode {
     for w in &warnings {
         tracing::warn!("{}", w.display(path));
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("hostwatch")
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let runtime =
+        match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("hostwatch").build() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("cannot start the runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     match runtime.block_on(run_agent(config, topology)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

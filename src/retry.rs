@@ -42,7 +42,11 @@ pub struct RequestSettings {
 
 impl RequestConfig {
     /// Resolves the settings; `max_concurrency` is what the sink type allows.
-    pub fn resolve(&self, default_concurrency: usize, max_concurrency: usize) -> Result<RequestSettings, BuildError> {
+    pub fn resolve(
+        &self,
+        default_concurrency: usize,
+        max_concurrency: usize,
+    ) -> Result<RequestSettings, BuildError> {
         let s = RequestSettings {
             timeout: self.timeout.map_or(Duration::from_secs(30), |d| d.0),
             concurrency: self.concurrency.unwrap_or(default_concurrency),

@@ -16,7 +16,10 @@ use crate::event::path::FieldPath;
 #[derive(Clone, Debug)]
 enum Part {
     /// Text, with strftime sequences if `timed`.
-    Text { text: String, timed: bool },
+    Text {
+        text: String,
+        timed: bool,
+    },
     Field(FieldPath),
 }
 
@@ -31,7 +34,12 @@ pub struct Template {
 
 impl Clone for Template {
     fn clone(&self) -> Self {
-        Template { source: self.source.clone(), parts: self.parts.clone(), cache_second: i64::MIN, cache: Vec::new() }
+        Template {
+            source: self.source.clone(),
+            parts: self.parts.clone(),
+            cache_second: i64::MIN,
+            cache: Vec::new(),
+        }
     }
 }
 
@@ -42,9 +50,8 @@ impl Template {
         while !rest.is_empty() {
             match rest.find('{') {
                 Some(0) => {
-                    let end = rest
-                        .find('}')
-                        .ok_or_else(|| format!("`{{` without a closing `}}` in {text:?}"))?;
+                    let end =
+                        rest.find('}').ok_or_else(|| format!("`{{` without a closing `}}` in {text:?}"))?;
                     parts.push(Part::Field(FieldPath::parse(&rest[1..end])?));
                     rest = &rest[end + 1..];
                 }

@@ -172,7 +172,9 @@ async fn malformed_bodies_get_400_and_nothing_of_them_is_accepted() {
     let receiver = Receiver::start(Mode::Accept).await;
     let setup = start(&receiver, "    max_body_bytes: 4KiB\n", "");
     let client = common::client();
-    let post = |ct: &'static str, body: String| client.post(&setup.ingest).header("content-type", ct).body(body).send();
+    let post = |ct: &'static str, body: String| {
+        client.post(&setup.ingest).header("content-type", ct).body(body).send()
+    };
 
     let r = post("application/json", "{not json".into()).await.unwrap();
     assert_eq!(r.status(), 400);
@@ -180,7 +182,9 @@ async fn malformed_bodies_get_400_and_nothing_of_them_is_accepted() {
     assert!(msg["error"].as_str().unwrap().contains("invalid JSON"), "{msg}");
 
     // One bad event refuses the whole request.
-    let r = post("application/json", r#"[{"type":"ok","data":{"seq":0}},{"data":{"seq":1}}]"#.into()).await.unwrap();
+    let r = post("application/json", r#"[{"type":"ok","data":{"seq":0}},{"data":{"seq":1}}]"#.into())
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let msg: serde_json::Value = r.json().await.unwrap();
     assert_eq!(msg["error"], "event 1: missing `type`");
@@ -194,7 +198,8 @@ async fn malformed_bodies_get_400_and_nothing_of_them_is_accepted() {
     let big = format!("[{}]", vec![r#"{"type":"a"}"#; 400].join(","));
     let r = post("application/json", big.clone()).await.unwrap();
     assert_eq!(r.status(), 413);
-    let chunks: Vec<Result<String, std::io::Error>> = big.as_bytes().chunks(512).map(|c| Ok(String::from_utf8_lossy(c).into_owned())).collect();
+    let chunks: Vec<Result<String, std::io::Error>> =
+        big.as_bytes().chunks(512).map(|c| Ok(String::from_utf8_lossy(c).into_owned())).collect();
     let r = client
         .post(&setup.ingest)
         .header("content-type", "application/json")
@@ -230,7 +235,9 @@ async fn ack_delivered_answers_only_after_delivery() {
     let r = client
         .post(&setup.ingest)
         .header("content-type", "application/cloudevents+json")
-        .body(r#"{"specversion":"1.0","type":"OrderCreated","id":"order-1","source":"/shop","data":{"seq":0}}"#)
+        .body(
+            r#"{"specversion":"1.0","type":"OrderCreated","id":"order-1","source":"/shop","data":{"seq":0}}"#,
+        )
         .send()
         .await
         .unwrap();
@@ -250,7 +257,8 @@ async fn ack_delivered_answers_only_after_delivery() {
     let dead = setup.agent.data_dir().join("dead").join("out");
     let files: Vec<_> = std::fs::read_dir(&dead).unwrap().map(|e| e.unwrap().path()).collect();
     let body = files.iter().find(|p| p.extension().is_some_and(|e| e == "ndjson")).expect("dead letter body");
-    let line: serde_json::Value = serde_json::from_str(std::fs::read_to_string(body).unwrap().trim()).unwrap();
+    let line: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(body).unwrap().trim()).unwrap();
     assert_eq!(line["type"], "Rejected");
     let meta = files.iter().find(|p| p.to_string_lossy().ends_with(".meta.json")).expect("dead letter meta");
     let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(meta).unwrap()).unwrap();

@@ -335,9 +335,7 @@ fn components<T>(
             continue;
         };
         let at = format!("{section}.{id}");
-        if id.is_empty()
-            || !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        {
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
             let msg = "component ids may use letters, digits, `_`, `-` and `.` only";
             diags.push(Diagnostic::error(Some(key.pos), at.as_str(), msg));
             continue;
@@ -436,7 +434,11 @@ fn check_graph(graph: &[GraphNode], diags: &mut Vec<Diagnostic>) {
         for input in &node.inputs {
             let name = input.value.as_str();
             if !seen.insert(name) {
-                diags.push(Diagnostic::error(Some(input.pos), at.as_str(), format!("`{name}` is listed twice")));
+                diags.push(Diagnostic::error(
+                    Some(input.pos),
+                    at.as_str(),
+                    format!("`{name}` is listed twice"),
+                ));
                 continue;
             }
             match nodes.get(name) {
@@ -583,8 +585,16 @@ mod tests {
         assert_eq!(errs.len(), 4, "{errs:#?}");
         assert!(errs[0].starts_with("agent.yaml:4:1: error: unknown setting `bogus`"), "{errs:#?}");
         assert!(errs[1].starts_with("agent.yaml:9:5: error: sinks.a: unknown field `colour`"), "{errs:#?}");
-        assert!(errs[2].starts_with("agent.yaml:12:14: error: sinks.b.inputs: unknown input `gne`; did you mean `gen`?"), "{errs:#?}");
-        assert!(errs[3].starts_with("agent.yaml:14:22: error: sinks.b.batch.timeout: invalid duration `10x`"), "{errs:#?}");
+        assert!(
+            errs[2].starts_with(
+                "agent.yaml:12:14: error: sinks.b.inputs: unknown input `gne`; did you mean `gen`?"
+            ),
+            "{errs:#?}"
+        );
+        assert!(
+            errs[3].starts_with("agent.yaml:14:22: error: sinks.b.batch.timeout: invalid duration `10x`"),
+            "{errs:#?}"
+        );
     }
 
     #[test]
@@ -603,7 +613,9 @@ mod tests {
 
     #[test]
     fn a_source_that_feeds_nothing_is_a_warning() {
-        let text = format!("{GEN}  lonely:\n    type: generator\nsinks:\n  out:\n    type: console\n    inputs: [gen]\n");
+        let text = format!(
+            "{GEN}  lonely:\n    type: generator\nsinks:\n  out:\n    type: console\n    inputs: [gen]\n"
+        );
         let (_, warnings) = check(&text).unwrap();
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].message.contains("goes nowhere") || warnings[0].message.contains("go nowhere"));

@@ -20,9 +20,7 @@ impl Duration {
     pub fn parse(text: &str) -> Result<Self, String> {
         let t = text.trim();
         if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!(
-                "invalid duration `{text}`: give a unit, e.g. `{t}s` or `{t}ms`"
-            ));
+            return Err(format!("invalid duration `{text}`: give a unit, e.g. `{t}s` or `{t}ms`"));
         }
         humantime::parse_duration(t).map(Duration).map_err(|_| {
             format!("invalid duration `{text}`: expected a number and a unit, e.g. 250ms, 10s, 5m, 1h")
@@ -87,9 +85,8 @@ impl ByteSize {
         let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
         let unit = unit.trim();
-        let bad = || {
-            format!("invalid size `{text}`: expected a number and a unit, e.g. 512, 64KiB, 1MiB, 1GiB")
-        };
+        let bad =
+            || format!("invalid size `{text}`: expected a number and a unit, e.g. 512, 64KiB, 1MiB, 1GiB");
         let n: f64 = num.parse().map_err(|_| bad())?;
         let factor: u64 = match unit {
             "" | "B" => 1,
@@ -111,7 +108,7 @@ impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0;
         for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-            if n >= size && n % size == 0 {
+            if n >= size && n.is_multiple_of(size) {
                 return write!(f, "{}{unit}", n / size);
             }
         }

@@ -43,7 +43,10 @@ pub struct Node {
 pub enum Kind {
     /// `plain` scalars are typed by their text (`10` is a number, `~` null);
     /// quoted ones are always strings.
-    Scalar { text: String, plain: bool },
+    Scalar {
+        text: String,
+        plain: bool,
+    },
     Seq(Vec<Node>),
     Map(Vec<(Node, Node)>),
 }
@@ -183,9 +186,7 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Node, V
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(builder
-        .root
-        .unwrap_or(Node { pos: Pos { line: 1, col: 1 }, kind: Kind::Map(Vec::new()) }))
+    Ok(builder.root.unwrap_or(Node { pos: Pos { line: 1, col: 1 }, kind: Kind::Map(Vec::new()) }))
 }
 
 struct Builder {
@@ -261,9 +262,7 @@ pub fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S
             out.push('$');
             rest = after;
         } else if let Some(after) = rest.strip_prefix("${") {
-            let end = after
-                .find('}')
-                .ok_or_else(|| format!("`${{` without a closing `}}` in {text:?}"))?;
+            let end = after.find('}').ok_or_else(|| format!("`${{` without a closing `}}` in {text:?}"))?;
             let expr = &after[..end];
             let (name, default) = match expr.split_once(":-") {
                 Some((n, d)) => (n, Some(d)),
@@ -426,10 +425,10 @@ fn visit_plain<'de, V: Visitor<'de>>(text: &str, v: V) -> Result<V::Value, Error
     if let Ok(n) = text.parse::<u64>() {
         return v.visit_u64(n);
     }
-    if let Some(hex) = text.strip_prefix("0x") {
-        if let Ok(n) = i64::from_str_radix(hex, 16) {
-            return v.visit_i64(n);
-        }
+    if let Some(hex) = text.strip_prefix("0x")
+        && let Ok(n) = i64::from_str_radix(hex, 16)
+    {
+        return v.visit_i64(n);
     }
     if text.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '+' || c == '.')
         && let Ok(f) = text.parse::<f64>()
@@ -521,11 +520,7 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
             .map_err(|e| e.or_at(self.0.pos))
     }
 
-    fn deserialize_unit_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        v: V,
-    ) -> Result<V::Value, Error> {
+    fn deserialize_unit_struct<V: Visitor<'de>>(self, _name: &'static str, v: V) -> Result<V::Value, Error> {
         self.deserialize_unit(v)
     }
 
@@ -594,10 +589,7 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
                 let (key, value) = &entries[0];
                 v.visit_enum(EnumAccess { key, value })
             }
-            _ => Err(de::Error::invalid_type(
-                self.0.unexpected(),
-                &"a name, or a mapping with a single key",
-            )),
+            _ => Err(de::Error::invalid_type(self.0.unexpected(), &"a name, or a mapping with a single key")),
         }
         .map_err(|e: Error| e.or_at(pos))
     }
@@ -622,9 +614,7 @@ impl<'de, 'a> de::SeqAccess<'de> for SeqAccess<'a> {
         let Some(node) = self.items.next() else { return Ok(None) };
         let index = self.index;
         self.index += 1;
-        seed.deserialize(NodeDe(node))
-            .map(Some)
-            .map_err(|e| e.or_at(node.pos).within(format!("[{index}]")))
+        seed.deserialize(NodeDe(node)).map(Some).map_err(|e| e.or_at(node.pos).within(format!("[{index}]")))
     }
     fn size_hint(&self) -> Option<usize> {
         Some(self.items.len())
@@ -677,11 +667,7 @@ impl<'de, 'a> de::EnumAccess<'de> for EnumAccess<'a> {
 impl<'de, 'a> de::VariantAccess<'de> for NodeDe<'a> {
     type Error = Error;
     fn unit_variant(self) -> Result<(), Error> {
-        if self.0.is_null() {
-            Ok(())
-        } else {
-            Err(Error::at(self.0.pos, "this option takes no value"))
-        }
+        if self.0.is_null() { Ok(()) } else { Err(Error::at(self.0.pos, "this option takes no value")) }
     }
     fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, Error> {
         let pos = self.0.pos;

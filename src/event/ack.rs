@@ -68,10 +68,10 @@ pub type AckToken = AckShare;
 impl AckShare {
     /// Settles this share with an outcome.
     pub fn settle(mut self, status: BatchStatus) {
-        if let Some(inner) = self.0.take() {
-            if status != BatchStatus::Delivered {
-                inner.status.fetch_max(status as u8, Ordering::AcqRel);
-            }
+        if let Some(inner) = self.0.take()
+            && status != BatchStatus::Delivered
+        {
+            inner.status.fetch_max(status as u8, Ordering::AcqRel);
         }
     }
 }
@@ -105,9 +105,7 @@ impl std::future::Future for AckReceiver {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<BatchStatus> {
-        std::pin::Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|r| r.unwrap_or(BatchStatus::Errored))
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|r| r.unwrap_or(BatchStatus::Errored))
     }
 }
 

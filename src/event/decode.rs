@@ -44,9 +44,10 @@ pub fn from_json(value: Value, defaults: &mut Defaults<'_>) -> Result<Event, Str
             "host" => host = Some(non_empty(&key, value)?),
             "time" => {
                 let text = string(&key, value)?;
-                time = Some(time::parse_rfc3339(&text).ok_or_else(|| {
-                    format!("`time` must be an RFC 3339 timestamp, found {text:?}")
-                })?);
+                time = Some(
+                    time::parse_rfc3339(&text)
+                        .ok_or_else(|| format!("`time` must be an RFC 3339 timestamp, found {text:?}"))?,
+                );
             }
             "data" => data = value,
             "datacontenttype" | "dataschema" | "data_base64" => {

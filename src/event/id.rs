@@ -51,20 +51,26 @@ impl IdGen {
         let rand_a = ((self.counter >> 30) & 0xFFF) as u128;
         let counter_lo = (self.counter & 0x3FFF_FFFF) as u128;
         let random = self.rng.u32(..) as u128;
-        (ms << 80)
-            | (0x7 << 76)
-            | (rand_a << 64)
-            | (0b10 << 62)
-            | (counter_lo << 32)
-            | random
+        (ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | (counter_lo << 32) | random
     }
 }
 
-/// Writes the canonical 36-character lower-case form of an id.
+/// Writes the canonical 36-character lower-case form of an id
+/// (`8-4-4-4-12` hex digits).
 pub fn format_id(id: u128, out: &mut Vec<u8>) {
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let s = uuid::Uuid::from_u128(id).hyphenated().encode_lower(&mut buf);
-    out.extend_from_slice(s.as_bytes());
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 36];
+    let mut pos = 0;
+    for (i, byte) in id.to_be_bytes().iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            buf[pos] = b'-';
+            pos += 1;
+        }
+        buf[pos] = HEX[(byte >> 4) as usize];
+        buf[pos + 1] = HEX[(byte & 15) as usize];
+        pos += 2;
+    }
+    out.extend_from_slice(&buf);
 }
 
 #[cfg(test)]
@@ -86,6 +92,18 @@ mod tests {
         }
         let (secs, _) = uuid::Uuid::from_u128(last).get_timestamp().unwrap().to_unix();
         assert_eq!(secs, 1_700_000_000);
+    }
+
+    #[test]
+    fn formats_like_uuid() {
+        let mut g = IdGen::new();
+        g.set_time(1_700_000_000_123);
+        for _ in 0..100 {
+            let id = g.next_id();
+            let mut out = Vec::new();
+            format_id(id, &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), uuid::Uuid::from_u128(id).hyphenated().to_string());
+        }
     }
 
     #[test]

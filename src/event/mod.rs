@@ -1,10 +1,10 @@
 //! The event: a CloudEvents 1.0 event, its batches and acknowledgements.
 
 pub mod ack;
+pub mod decode;
 pub mod encode;
 pub mod id;
 pub mod path;
-pub mod decode;
 mod str;
 pub mod time;
 mod value;
@@ -56,11 +56,7 @@ impl Event {
         std::mem::size_of::<Event>()
             + id
             + self.subject.as_ref().map_or(0, |s| s.len())
-            + if self.attrs.is_empty() {
-                0
-            } else {
-                Value::Object(self.attrs.clone()).size_estimate()
-            }
+            + if self.attrs.is_empty() { 0 } else { Value::Object(self.attrs.clone()).size_estimate() }
             + self.data.size_estimate()
     }
 }

@@ -141,9 +141,7 @@ impl Value {
             Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_) => 8,
             Value::Str(s) => s.len() + 8,
             Value::Array(a) => 16 + a.iter().map(Value::size_estimate).sum::<usize>(),
-            Value::Object(m) => {
-                16 + m.0.iter().map(|(k, v)| k.len() + 8 + v.size_estimate()).sum::<usize>()
-            }
+            Value::Object(m) => 16 + m.0.iter().map(|(k, v)| k.len() + 8 + v.size_estimate()).sum::<usize>(),
         }
     }
 }
@@ -238,10 +236,7 @@ impl<'de> Deserialize<'de> for Map {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match Value::deserialize(d)? {
             Value::Object(m) => Ok(m),
-            other => Err(de::Error::custom(format_args!(
-                "expected an object, found {}",
-                other.kind()
-            ))),
+            other => Err(de::Error::custom(format_args!("expected an object, found {}", other.kind()))),
         }
     }
 }

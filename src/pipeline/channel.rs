@@ -141,8 +141,7 @@ impl Sender {
                 if !st.receiver_alive {
                     return Err(Closed);
                 }
-                let fits = st.events + events <= limits.max_events
-                    && st.bytes + bytes <= limits.max_bytes;
+                let fits = st.events + events <= limits.max_events && st.bytes + bytes <= limits.max_bytes;
                 if fits || st.events == 0 {
                     st.events += events;
                     st.bytes += bytes;

@@ -79,8 +79,7 @@ impl State {
 }
 
 /// Upper bounds of the request latency histogram, in seconds.
-const LATENCY_BUCKETS: [f64; 12] =
-    [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const LATENCY_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 /// The counters of one component.
 #[derive(Debug)]
@@ -212,20 +211,24 @@ impl Registry {
             env!("CARGO_PKG_VERSION")
         );
 
-        let counter = |out: &mut String, name: &str, help: &str, get: &dyn Fn(&ComponentMetrics) -> Option<u64>| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for c in &all {
-                if let Some(v) = get(c) {
-                    let _ = writeln!(out, "{name}{{{}}} {v}", labels(c));
+        let counter =
+            |out: &mut String, name: &str, help: &str, get: &dyn Fn(&ComponentMetrics) -> Option<u64>| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+                for c in &all {
+                    if let Some(v) = get(c) {
+                        let _ = writeln!(out, "{name}{{{}}} {v}", labels(c));
+                    }
                 }
-            }
-        };
+            };
         counter(&mut out, "hostwatch_events_received_total", "Events a component took in.", &|c| {
             Some(c.events_in.load(Relaxed))
         });
-        counter(&mut out, "hostwatch_events_sent_total", "Events a component passed on or delivered.", &|c| {
-            Some(c.events_out.load(Relaxed))
-        });
+        counter(
+            &mut out,
+            "hostwatch_events_sent_total",
+            "Events a component passed on or delivered.",
+            &|c| Some(c.events_out.load(Relaxed)),
+        );
         counter(&mut out, "hostwatch_bytes_received_total", "Bytes a source read.", &|c| {
             (c.kind == "source").then(|| c.bytes_in.load(Relaxed))
         });
@@ -296,7 +299,10 @@ impl Registry {
         }
 
         let name = "hostwatch_component_up";
-        let _ = writeln!(out, "# HELP {name} 1 while a component runs (or retries), else 0.\n# TYPE {name} gauge");
+        let _ = writeln!(
+            out,
+            "# HELP {name} 1 while a component runs (or retries), else 0.\n# TYPE {name} gauge"
+        );
         for c in &all {
             let up = matches!(c.state(), State::Running | State::Retrying) as u8;
             let _ = writeln!(out, "{name}{{{}}} {up}", labels(c));

@@ -48,21 +48,27 @@ pub fn build(config: &Config) -> Result<Topology, Vec<Diagnostic>> {
     for c in &config.sources {
         match c.config.build() {
             Ok(s) => topology.sources.push((c.id.clone(), c.ty.clone(), s)),
-            Err(e) => errors.push(Diagnostic::error(e.pos.or(Some(c.pos)), format!("sources.{}", c.id), e.message)),
+            Err(e) => {
+                errors.push(Diagnostic::error(e.pos.or(Some(c.pos)), format!("sources.{}", c.id), e.message))
+            }
         }
     }
     for c in &config.transforms {
         match c.config.build() {
             Ok(t) => topology.transforms.push((c.id.clone(), c.ty.clone(), inputs(&c.inputs), t)),
-            Err(e) => {
-                errors.push(Diagnostic::error(e.pos.or(Some(c.pos)), format!("transforms.{}", c.id), e.message))
-            }
+            Err(e) => errors.push(Diagnostic::error(
+                e.pos.or(Some(c.pos)),
+                format!("transforms.{}", c.id),
+                e.message,
+            )),
         }
     }
     for c in &config.sinks {
         match c.config.build(&c.id, &config.data_dir) {
             Ok(s) => topology.sinks.push((c.id.clone(), c.ty.clone(), inputs(&c.inputs), s)),
-            Err(e) => errors.push(Diagnostic::error(e.pos.or(Some(c.pos)), format!("sinks.{}", c.id), e.message)),
+            Err(e) => {
+                errors.push(Diagnostic::error(e.pos.or(Some(c.pos)), format!("sinks.{}", c.id), e.message))
+            }
         }
     }
     if errors.is_empty() { Ok(topology) } else { Err(errors) }

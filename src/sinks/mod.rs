@@ -21,8 +21,8 @@ use tokio::time::Instant;
 
 use crate::batch::{BatchConfig, BatchLimits, Batcher, Compression, EncodedBatch, Partitioner};
 use crate::buffer::BufferConfig;
-use crate::config::yaml::{self, Node};
 use crate::config::BuildError;
+use crate::config::yaml::{self, Node};
 use crate::event::BatchStatus;
 use crate::event::encode::Codec;
 use crate::pipeline::channel::{Limits, Receiver};
@@ -60,7 +60,10 @@ impl SinkConfig {
         let batch = common("batch");
         let buffer = common("buffer");
         let request = common("request");
-        fn part<T: serde::de::DeserializeOwned + Default>(n: &Option<Node>, key: &str) -> Result<T, yaml::Error> {
+        fn part<T: serde::de::DeserializeOwned + Default>(
+            n: &Option<Node>,
+            key: &str,
+        ) -> Result<T, yaml::Error> {
             match n {
                 Some(n) => yaml::from_node(n).map_err(|e| e.within(key.to_string())),
                 None => Ok(T::default()),

@@ -9,17 +9,15 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::yaml::{self, Node};
 use crate::config::BuildError;
+use crate::config::yaml::{self, Node};
 use crate::event::Str;
 use crate::pipeline::fanout::Fanout;
 use crate::pipeline::metrics::ComponentMetrics;
 
 /// Every source type, with its documented example.
-pub const TYPES: &[(&str, &str)] = &[
-    ("generator", include_str!("generator/example.yaml")),
-    ("ingest", include_str!("ingest/example.yaml")),
-];
+pub const TYPES: &[(&str, &str)] =
+    &[("generator", include_str!("generator/example.yaml")), ("ingest", include_str!("ingest/example.yaml"))];
 
 /// The settings of one source, by `type`.
 #[derive(Debug, Clone)]

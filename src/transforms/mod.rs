@@ -5,8 +5,8 @@ pub mod sample;
 
 use std::sync::Arc;
 
-use crate::config::yaml::{self, Node};
 use crate::config::BuildError;
+use crate::config::yaml::{self, Node};
 use crate::event::{BatchStatus, EventBatch};
 use crate::pipeline::channel::Receiver;
 use crate::pipeline::fanout::Fanout;
@@ -67,7 +67,12 @@ impl Transform {
     }
 
     /// Runs until every input has stopped.
-    pub async fn run(mut self, mut input: Receiver, mut out: Fanout, metrics: Arc<ComponentMetrics>) -> Result<(), String> {
+    pub async fn run(
+        mut self,
+        mut input: Receiver,
+        mut out: Fanout,
+        metrics: Arc<ComponentMetrics>,
+    ) -> Result<(), String> {
         metrics.set_state(State::Running);
         let mut outputs = Outputs { batches: Vec::new(), metrics: metrics.clone() };
         while let Some(batch) = input.recv().await {

@@ -197,7 +197,9 @@ mod tests {
 
     #[test]
     fn bad_settings_are_refused() {
-        for bad in ["rate: 1.5", "rate: 0", "one_in: 0", "{}", "rate: 0.5\none_in: 2", "rate: 0.5\nkey: data..x"] {
+        for bad in
+            ["rate: 1.5", "rate: 0", "one_in: 0", "{}", "rate: 0.5\none_in: 2", "rate: 0.5\nkey: data..x"]
+        {
             let node = crate::config::yaml::parse(bad, &|_| None).unwrap();
             let c: Config = crate::config::yaml::from_node(&node).unwrap();
             assert!(Sample::new(&c).is_err(), "{bad}");

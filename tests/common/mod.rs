@@ -248,7 +248,11 @@ impl Receiver {
     pub async fn wait_for(&self, n: usize, within: Duration) {
         let deadline = Instant::now() + within;
         while self.count() < n {
-            assert!(Instant::now() < deadline, "only {} of {n} events arrived within {within:?}", self.count());
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} events arrived within {within:?}",
+                self.count()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -258,8 +262,10 @@ async fn handle(req: Request<hyper::body::Incoming>, shared: &Shared) -> Respons
     let n = shared.requests.fetch_add(1, Ordering::SeqCst) + 1;
     let delay = *shared.delay.lock().unwrap();
     let mode = *shared.mode.lock().unwrap();
-    let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let encoding = req.headers().get("content-encoding").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let content_type =
+        req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let encoding =
+        req.headers().get("content-encoding").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return reply(StatusCode::BAD_REQUEST),
@@ -268,7 +274,7 @@ async fn handle(req: Request<hyper::body::Incoming>, shared: &Shared) -> Respons
         tokio::time::sleep(delay).await;
     }
     match mode {
-        Mode::FailEvery(k) if n % k == 0 => {
+        Mode::FailEvery(k) if n.is_multiple_of(k) => {
             shared.failed.fetch_add(1, Ordering::SeqCst);
             return reply(StatusCode::SERVICE_UNAVAILABLE);
         }
@@ -391,9 +397,20 @@ pub fn assert_exactly_once(events: &[Value], n: u64) -> Vec<&Value> {
             None => by_seq[seq as usize] = Some(e),
         }
     }
-    let missing: Vec<usize> = by_seq.iter().enumerate().filter(|(_, e)| e.is_none()).map(|(i, _)| i).collect();
-    assert!(missing.is_empty(), "{} events missing, e.g. {:?}", missing.len(), &missing[..missing.len().min(10)]);
-    assert!(duplicates.is_empty(), "{} duplicates, e.g. {:?}", duplicates.len(), &duplicates[..duplicates.len().min(10)]);
+    let missing: Vec<usize> =
+        by_seq.iter().enumerate().filter(|(_, e)| e.is_none()).map(|(i, _)| i).collect();
+    assert!(
+        missing.is_empty(),
+        "{} events missing, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    assert!(
+        duplicates.is_empty(),
+        "{} duplicates, e.g. {:?}",
+        duplicates.len(),
+        &duplicates[..duplicates.len().min(10)]
+    );
     by_seq.into_iter().flatten().collect()
 }
 

@@ -84,12 +84,8 @@ pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
         Encoding::Ndjson => Codec::Ndjson,
         Encoding::Text => Codec::Text,
     };
-    let sink = Sink {
-        fixed,
-        fsync: config.fsync,
-        idle: *config.idle_timeout,
-        files: Mutex::new(HashMap::new()),
-    };
+    let sink =
+        Sink { fixed, fsync: config.fsync, idle: *config.idle_timeout, files: Mutex::new(HashMap::new()) };
     let parts = Parts {
         codec,
         compression: Compression::None,
@@ -119,9 +115,9 @@ impl Sink {
         };
         if reopen {
             files.remove(&path);
-            let open = open(&path).await.map_err(|e| {
-                SendError::retry(format!("cannot open {}: {e}", path.display()))
-            })?;
+            let open = open(&path)
+                .await
+                .map_err(|e| SendError::retry(format!("cannot open {}: {e}", path.display())))?;
             files.insert(path.clone(), open);
         }
         let Some(open) = files.get_mut(&path) else {

@@ -112,7 +112,8 @@ pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
             }
             Auth::Bearer(token) => format!("Bearer {token}"),
         };
-        let mut v = HeaderValue::from_str(&value).map_err(|_| BuildError::new("`auth` holds characters a header cannot"))?;
+        let mut v = HeaderValue::from_str(&value)
+            .map_err(|_| BuildError::new("`auth` holds characters a header cannot"))?;
         v.set_sensitive(true);
         headers.insert(AUTHORIZATION, v);
     }
@@ -127,14 +128,16 @@ pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
     if let Some(ca) = &config.tls.ca_file {
         let pem = std::fs::read(&ca.value)
             .map_err(|e| BuildError::at(ca.pos, format!("cannot read {}: {e}", ca.value.display())))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| BuildError::at(ca.pos, format!("{} is not a PEM certificate file: {e}", ca.value.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            BuildError::at(ca.pos, format!("{} is not a PEM certificate file: {e}", ca.value.display()))
+        })?;
         if certs.is_empty() {
             return Err(BuildError::at(ca.pos, format!("{} holds no certificate", ca.value.display())));
         }
         builder = builder.tls_certs_merge(certs);
     }
-    let client = builder.build().map_err(|e| BuildError::new(format!("cannot set up the HTTP client: {e}")))?;
+    let client =
+        builder.build().map_err(|e| BuildError::new(format!("cannot set up the HTTP client: {e}")))?;
 
     let codec = match config.encoding {
         Encoding::Ndjson => Codec::Ndjson,
@@ -172,9 +175,10 @@ impl Sink {
         if let Some(encoding) = batch.content_encoding {
             request = request.header(CONTENT_ENCODING, encoding);
         }
-        let response = request.send().await.map_err(|e| {
-            SendError::retry(format!("POST {} failed: {}", self.url, error_chain(&e)))
-        })?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| SendError::retry(format!("POST {} failed: {}", self.url, error_chain(&e))))?;
         let status = response.status();
         if status.is_success() {
             // Read the body so the connection goes back to the pool.

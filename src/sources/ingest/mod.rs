@@ -175,7 +175,10 @@ type Body = Full<Bytes>;
 impl Shared {
     async fn handle(&self, req: Request<Incoming>, out: &mut Fanout) -> Response<Body> {
         if req.uri().path() != self.config.path {
-            return answer(StatusCode::NOT_FOUND, format!("not found; events go to POST {}", self.config.path));
+            return answer(
+                StatusCode::NOT_FOUND,
+                format!("not found; events go to POST {}", self.config.path),
+            );
         }
         if req.method() != Method::POST {
             let mut r = answer(StatusCode::METHOD_NOT_ALLOWED, "use POST".to_string());
@@ -361,9 +364,7 @@ fn binary_mode(
     let mut map = Map::new();
     for (name, value) in headers {
         let Some(attr) = name.as_str().strip_prefix("ce-") else { continue };
-        let value = value
-            .to_str()
-            .map_err(|_| format!("header `{name}` is not valid text"))?;
+        let value = value.to_str().map_err(|_| format!("header `{name}` is not valid text"))?;
         let value = percent_encoding::percent_decode_str(value)
             .decode_utf8()
             .map_err(|_| format!("header `{name}` is not valid UTF-8 once decoded"))?;
@@ -377,7 +378,8 @@ fn binary_mode(
         if json {
             map.insert(Str::from_static("data"), parse_json(&body)?);
         } else if content_type.starts_with("text/") {
-            let text = String::from_utf8(body.to_vec()).map_err(|_| "the text body is not UTF-8".to_string())?;
+            let text =
+                String::from_utf8(body.to_vec()).map_err(|_| "the text body is not UTF-8".to_string())?;
             map.insert(Str::from_static("data"), Value::from(text));
         } else {
             let encoded = base64::engine::general_purpose::STANDARD.encode(&body);
@@ -406,10 +408,16 @@ mod tests {
     #[test]
     fn content_types() {
         assert_eq!(decode("application/cloudevents+json", r#"{"type":"A"}"#).unwrap().len(), 1);
-        assert_eq!(decode("application/cloudevents-batch+json", r#"[{"type":"A"},{"type":"B"}]"#).unwrap().len(), 2);
+        assert_eq!(
+            decode("application/cloudevents-batch+json", r#"[{"type":"A"},{"type":"B"}]"#).unwrap().len(),
+            2
+        );
         assert_eq!(decode("application/json; charset=utf-8", r#"{"type":"A","data":{}}"#).unwrap().len(), 1);
         assert_eq!(decode("", r#"[{"type":"A"}]"#).unwrap().len(), 1);
-        assert_eq!(decode("application/x-ndjson", "{\"type\":\"A\"}\r\n\n{\"type\":\"B\"}\n").unwrap().len(), 2);
+        assert_eq!(
+            decode("application/x-ndjson", "{\"type\":\"A\"}\r\n\n{\"type\":\"B\"}\n").unwrap().len(),
+            2
+        );
         assert!(decode("text/csv", "a,b").unwrap_err().contains("unsupported Content-Type"));
     }
 

@@ -1,0 +1,168 @@
+//! `hostwatch validate` and broken configs: exit 78 with every error, each
+//! with its line and column.
+
+mod common;
+
+use std::path::Path;
+
+use common::{validate, validate_file};
+
+#[test]
+fn the_example_config_is_valid() {
+    let (code, stderr) =
+        validate_file(Path::new(env!("CARGO_MANIFEST_DIR")).join("agent.yaml.example").as_path());
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn the_packaged_default_config_is_valid() {
+    let (code, stderr) = validate_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/agent.yaml"));
+    assert_eq!(code, 0, "{stderr}");
+}
+
+/// Every component's example (what `hostwatch example TYPE` prints) is a
+/// valid config, given something to read from.
+#[test]
+fn every_component_example_is_valid() {
+    let out = std::process::Command::new(common::BIN).arg("example").output().unwrap();
+    let listing = String::from_utf8(out.stdout).unwrap();
+    let types: Vec<String> = listing
+        .lines()
+        .skip(1)
+        .flat_map(|l| {
+            l.split_whitespace().skip(1).map(|t| t.trim_end_matches(',').to_string()).collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(types.len() >= 6, "{listing}");
+    for ty in types {
+        let out = std::process::Command::new(common::BIN).args(["example", &ty]).output().unwrap();
+        assert!(out.status.success(), "example {ty}");
+        let example = String::from_utf8(out.stdout).unwrap();
+        let id = example
+            .lines()
+            .find(|l| l.starts_with("  ") && !l.starts_with("   ") && l.trim_end().ends_with(':'))
+            .map(|l| l.trim().trim_end_matches(':').to_string())
+            .unwrap_or_else(|| panic!("no component id in the example of {ty}"));
+        let config = if example.contains("\nsources:") || example.starts_with("sources:") {
+            format!("{example}\nsinks:\n  check:\n    type: console\n    inputs: [{id}]\n")
+        } else if example.contains("\ntransforms:") {
+            format!(
+                "{example}\nsources:\n  upstream:\n    type: generator\nsinks:\n  check:\n    type: console\n    inputs: [{id}]\n"
+            )
+        } else {
+            format!("{example}\nsources:\n  upstream:\n    type: generator\n")
+        };
+        let (code, stderr) = validate(&config);
+        assert_eq!(code, 0, "the example of `{ty}` does not validate:\n{stderr}\n{config}");
+    }
+}
+
+#[test]
+fn every_error_is_listed_with_its_line_and_column() {
+    let config = "\
+sources:
+  gen:
+    type: generator
+    rate: 10
+    colour: blue
+transforms:
+  a:
+    type: sample
+    inputs: [b]
+    rate: 0.5
+  b:
+    type: sample
+    inputs: [a, gen]
+    rate: 0.5
+sinks:
+  out:
+    type: http
+    inputs: [gen, missing]
+    url: http://127.0.0.1:1/
+    batch:
+      timeout: 10 parsecs
+";
+    let (code, stderr) = validate(config);
+    assert_eq!(code, 78, "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let has = |needle: &str| lines.iter().any(|l| l.contains(needle));
+    assert!(has("agent.yaml:5:5: error: sources.gen: unknown field `colour`"), "{stderr}");
+    assert!(has("agent.yaml:7:3: error: transforms.a: the inputs form a cycle: a -> b -> a"), "{stderr}");
+    assert!(has("agent.yaml:18:19: error: sinks.out.inputs: unknown input `missing`"), "{stderr}");
+    assert!(
+        has("agent.yaml:21:16: error: sinks.out.batch.timeout: invalid duration `10 parsecs`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_refuses_a_broken_config_with_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.yaml");
+    std::fs::write(&path, "sources:\n  x:\n    type: generator\n    rate: [1\n").unwrap();
+    let out = std::process::Command::new(common::BIN).args(["run", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("agent.yaml:") && stderr.contains("invalid YAML"), "{stderr}");
+}
+
+#[test]
+fn a_sink_without_inputs_is_an_error_and_a_source_feeding_nothing_a_warning() {
+    let (code, stderr) = validate(
+        "sources:\n  a:\n    type: generator\n  b:\n    type: generator\nsinks:\n  out:\n    type: console\n    inputs: [a]\n  idle:\n    type: console\n",
+    );
+    assert_eq!(code, 78, "{stderr}");
+    assert!(stderr.contains("agent.yaml:10:3: error: sinks.idle: `inputs` is missing or empty"), "{stderr}");
+    assert!(
+        stderr.contains("agent.yaml:4:3: warning: sources.b: no transform or sink reads from this source"),
+        "{stderr}"
+    );
+
+    let (code, stderr) = validate(
+        "sources:\n  a:\n    type: generator\n  b:\n    type: generator\nsinks:\n  out:\n    type: console\n    inputs: [a]\n",
+    );
+    assert_eq!(code, 0, "a warning alone does not fail: {stderr}");
+    assert!(stderr.contains("warning: sources.b"), "{stderr}");
+}
+
+#[test]
+fn duplicate_ids_and_environment_variables() {
+    let (code, stderr) =
+        validate("sources:\n  x:\n    type: generator\nsinks:\n  x:\n    type: console\n    inputs: [x]\n");
+    assert_eq!(code, 78);
+    assert!(stderr.contains("agent.yaml:5:3: error: sinks.x: duplicate component id `x`"), "{stderr}");
+
+    let (code, stderr) =
+        validate("sources:\n  x:\n    type: ingest\n    address: ${HOSTWATCH_TEST_SURELY_UNSET}\n");
+    assert_eq!(code, 78);
+    assert!(
+        stderr.contains(
+            "agent.yaml:4:14: error: environment variable `HOSTWATCH_TEST_SURELY_UNSET` is not set"
+        ),
+        "{stderr}"
+    );
+    let (code, stderr) = validate(
+        "sources:\n  x:\n    type: ingest\n    address: ${HOSTWATCH_TEST_SURELY_UNSET:-127.0.0.1:9}\nsinks:\n  o:\n    type: console\n    inputs: [x]\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn build_checks_point_at_the_setting() {
+    let (code, stderr) = validate(
+        "sources:\n  x:\n    type: generator\nsinks:\n  o:\n    type: http\n    inputs: [x]\n    url: ftp://example.com\n    tls:\n      ca_file: /nonexistent/ca.pem\n",
+    );
+    assert_eq!(code, 78);
+    assert!(
+        stderr.contains("agent.yaml:8:10: error: sinks.o: `url` must start with http:// or https://"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn version_and_unknown_example() {
+    let out = std::process::Command::new(common::BIN).arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("hostwatch "));
+    let out = std::process::Command::new(common::BIN).args(["example", "nope"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}
