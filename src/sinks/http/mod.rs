@@ -72,7 +72,10 @@ pub struct TlsConfig {
 }
 
 pub struct Sink {
-    client: reqwest::Client,
+    /// Made on the first request: loading the system's CA certificates costs
+    /// more CPU than an idle agent spends in a minute, so it waits for traffic.
+    client: tokio::sync::OnceCell<reqwest::Client>,
+    extra_roots: Vec<reqwest::Certificate>,
     url: reqwest::Url,
     headers: HeaderMap,
 }
@@ -118,13 +121,7 @@ pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
         headers.insert(AUTHORIZATION, v);
     }
 
-    install_crypto_provider();
-    let mut builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("hostwatch/", env!("CARGO_PKG_VERSION")))
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(10))
-        .pool_idle_timeout(Duration::from_secs(60));
+    let mut extra_roots = Vec::new();
     if let Some(ca) = &config.tls.ca_file {
         let pem = std::fs::read(&ca.value)
             .map_err(|e| BuildError::at(ca.pos, format!("cannot read {}: {e}", ca.value.display())))?;
@@ -134,10 +131,8 @@ pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
         if certs.is_empty() {
             return Err(BuildError::at(ca.pos, format!("{} holds no certificate", ca.value.display())));
         }
-        builder = builder.tls_certs_merge(certs);
+        extra_roots = certs;
     }
-    let client =
-        builder.build().map_err(|e| BuildError::new(format!("cannot set up the HTTP client: {e}")))?;
 
     let codec = match config.encoding {
         Encoding::Ndjson => Codec::Ndjson,
@@ -152,7 +147,8 @@ pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
         max_concurrency: 1024,
         partitioner: None,
     };
-    Ok((super::Sink::Http(Sink { client, url, headers }), parts))
+    let sink = Sink { client: tokio::sync::OnceCell::new(), extra_roots, url, headers };
+    Ok((super::Sink::Http(sink), parts))
 }
 
 /// rustls needs a process-wide crypto provider; ring is ours.
@@ -165,9 +161,27 @@ pub fn install_crypto_provider() {
 }
 
 impl Sink {
+    async fn client(&self) -> Result<&reqwest::Client, SendError> {
+        self.client
+            .get_or_try_init(|| async {
+                install_crypto_provider();
+                reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .user_agent(concat!("hostwatch/", env!("CARGO_PKG_VERSION")))
+                    .tcp_nodelay(true)
+                    .connect_timeout(Duration::from_secs(10))
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .tls_certs_merge(self.extra_roots.iter().cloned())
+                    .build()
+            })
+            .await
+            .map_err(|e| SendError::retry(format!("cannot set up the HTTP client: {}", error_chain(&e))))
+    }
+
     pub async fn send(&self, batch: &EncodedBatch) -> Result<(), SendError> {
         let mut request = self
-            .client
+            .client()
+            .await?
             .post(self.url.clone())
             .headers(self.headers.clone())
             .header(CONTENT_TYPE, batch.content_type)
