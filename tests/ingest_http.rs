@@ -266,3 +266,78 @@ async fn ack_delivered_answers_only_after_delivery() {
     let metrics = common::get(&format!("http://127.0.0.1:{}/metrics", setup.api)).await.text().await.unwrap();
     assert!(metrics.contains(r#"hostwatch_events_dead_lettered_total{component_id="out",component_kind="sink",component_type="http"} 1"#), "{metrics}");
 }
+
+/// With two sinks, `ack: delivered` waits for the slower one; an event a
+/// transform drops on purpose counts as done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledgements_wait_for_every_sink_and_count_deliberate_drops() {
+    let fast = Receiver::start(Mode::Accept).await;
+    let slow = Receiver::start(Mode::Accept).await;
+    slow.set_delay(Duration::from_millis(1500));
+    let port = free_port();
+    let config = format!(
+        r#"
+data_dir: {{data_dir}}
+sources:
+  apps:
+    type: ingest
+    address: 127.0.0.1:{port}
+    ack: delivered
+transforms:
+  none:
+    type: sample
+    inputs: [apps]
+    one_in: 1000000
+sinks:
+  fast:
+    type: http
+    inputs: [apps]
+    url: {fast}
+    batch: {{timeout: 10ms}}
+  slow:
+    type: http
+    inputs: [apps]
+    url: {slow}
+    batch: {{timeout: 10ms}}
+  sampled:
+    type: http
+    inputs: [none]
+    url: {fast}
+"#,
+        fast = fast.url(),
+        slow = slow.url()
+    );
+    let mut agent = Agent::start(&config);
+    agent.wait_listening(([127, 0, 0, 1], port).into());
+    let client = common::client();
+    let started = std::time::Instant::now();
+    // Two events: the sampler keeps the first (1 in N keeps the first of
+    // each N) and drops the second on purpose.
+    let r = client
+        .post(format!("http://127.0.0.1:{port}/events"))
+        .header("content-type", "application/json")
+        .body(r#"[{"type":"a","data":{"seq":0}},{"type":"a","data":{"seq":1}}]"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", agent.logs());
+    assert!(started.elapsed() >= Duration::from_millis(1500), "answered before the slow sink delivered");
+    assert_eq!(slow.count(), 2);
+    // `fast` got both from `apps` and the one the sampler kept.
+    assert_eq!(fast.count(), 3);
+
+    // Now the sampler drops the whole request: still delivered.
+    let r = client
+        .post(format!("http://127.0.0.1:{port}/events"))
+        .header("content-type", "application/json")
+        .body(r#"[{"type":"a","data":{"seq":2}},{"type":"a","data":{"seq":3}}]"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", agent.logs());
+    assert_eq!(slow.count(), 4);
+    assert_eq!(fast.count(), 5);
+
+    agent.signal("INT");
+    assert!(agent.wait_exit(Duration::from_secs(20)).success(), "SIGINT stops cleanly too");
+}

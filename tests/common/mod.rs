@@ -147,6 +147,10 @@ struct Shared {
     mode: Mutex<Mode>,
     delay: Mutex<Duration>,
     content_types: Mutex<HashMap<String, u64>>,
+    /// The headers of the last request.
+    headers: Mutex<hyper::HeaderMap>,
+    /// Going down: answer 503 and record nothing.
+    refusing: AtomicBool,
 }
 
 /// An HTTP server that records every event it accepts.
@@ -155,10 +159,51 @@ pub struct Receiver {
     shared: Arc<Shared>,
     server: Option<tokio::task::JoinHandle<()>>,
     up: Arc<AtomicBool>,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+}
+
+/// A certificate authority and a server certificate it signed for
+/// `localhost` and 127.0.0.1, made fresh for a test.
+pub struct TestPki {
+    pub ca_pem: String,
+    server: Arc<tokio_rustls::rustls::ServerConfig>,
+}
+
+impl TestPki {
+    pub fn new() -> TestPki {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "hostwatch test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        hostwatch::sinks::http::install_crypto_provider();
+        let server = tokio_rustls::rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                tokio_rustls::rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+            )
+            .unwrap();
+        TestPki { ca_pem: ca.pem(), server: Arc::new(server) }
+    }
 }
 
 impl Receiver {
     pub async fn start(mode: Mode) -> Receiver {
+        Self::start_with(mode, None).await
+    }
+
+    /// A receiver that speaks HTTPS with a certificate of `pki`.
+    pub async fn start_tls(mode: Mode, pki: &TestPki) -> Receiver {
+        Self::start_with(mode, Some(pki.server.clone())).await
+    }
+
+    async fn start_with(mode: Mode, tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>) -> Receiver {
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let shared = Arc::new(Shared {
             events: Mutex::new(Vec::new()),
@@ -167,14 +212,24 @@ impl Receiver {
             mode: Mutex::new(mode),
             delay: Mutex::new(Duration::ZERO),
             content_types: Mutex::new(HashMap::new()),
+            headers: Mutex::new(hyper::HeaderMap::new()),
+            refusing: AtomicBool::new(false),
         });
-        let mut r = Receiver { addr, shared, server: None, up: Arc::new(AtomicBool::new(false)) };
+        let mut r = Receiver { addr, shared, server: None, up: Arc::new(AtomicBool::new(false)), tls };
         r.up().await;
         r
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}/ingest", self.addr)
+        match self.tls {
+            Some(_) => format!("https://localhost:{}/ingest", self.addr.port()),
+            None => format!("http://{}/ingest", self.addr),
+        }
+    }
+
+    /// The headers of the last request.
+    pub fn last_headers(&self) -> hyper::HeaderMap {
+        self.shared.headers.lock().unwrap().clone()
     }
 
     pub fn set_mode(&self, mode: Mode) {
@@ -188,7 +243,17 @@ impl Receiver {
 
     /// Stops listening and drops every connection: the agent sees
     /// "connection refused" until [`up`](Self::up).
+    ///
+    /// First every request gets 503 for a moment, so that requests already
+    /// recorded have their answers written: cutting a connection between
+    /// recording a batch and answering for it would make the agent send it
+    /// again (at least once), and the tests count exactly.
     pub async fn down(&mut self) {
+        {
+            let _events = self.shared.events.lock().unwrap();
+            self.shared.refusing.store(true, Ordering::SeqCst);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
         if let Some(server) = self.server.take() {
             server.abort();
             let _ = server.await;
@@ -204,24 +269,35 @@ impl Receiver {
             }
         };
         let shared = self.shared.clone();
+        let tls = self.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         self.server = Some(tokio::spawn(async move {
             // Connections live in this set: aborting the server drops them all.
             let mut connections = JoinSet::new();
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
                 let shared = shared.clone();
+                let tls = tls.clone();
                 connections.spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let shared = shared.clone();
                         async move { Ok::<_, std::convert::Infallible>(handle(req, &shared).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                        }
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                    }
                 });
             }
         }));
         self.up.store(true, Ordering::SeqCst);
+        self.shared.refusing.store(false, Ordering::SeqCst);
     }
 
     pub fn events(&self) -> Vec<Value> {
@@ -260,6 +336,7 @@ impl Receiver {
 
 async fn handle(req: Request<hyper::body::Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
     let n = shared.requests.fetch_add(1, Ordering::SeqCst) + 1;
+    *shared.headers.lock().unwrap() = req.headers().clone();
     let delay = *shared.delay.lock().unwrap();
     let mode = *shared.mode.lock().unwrap();
     let content_type =
@@ -305,8 +382,13 @@ async fn handle(req: Request<hyper::body::Incoming>, shared: &Shared) -> Respons
             other => vec![other],
         }
     };
+    let mut recorded = shared.events.lock().unwrap();
+    if shared.refusing.load(Ordering::SeqCst) {
+        return reply(StatusCode::SERVICE_UNAVAILABLE);
+    }
+    recorded.extend(events);
+    drop(recorded);
     *shared.content_types.lock().unwrap().entry(content_type).or_default() += 1;
-    shared.events.lock().unwrap().extend(events);
     reply(StatusCode::OK)
 }
 
