@@ -1,7 +1,7 @@
 //! Acknowledgements: how a source learns that its events were delivered.
 //!
 //! A source that cares (a file source moving a checkpoint, `ingest` answering
-//! only after delivery) creates one [`AckToken`] per batch it sends and keeps
+//! only after delivery) creates one token ([`token`]) per batch it sends and keeps
 //! the receiving half. The batch carries [`AckShare`]s: every fan-out, split
 //! or copy of the batch clones a share, every sink that delivers its part
 //! settles its share, and a transform that drops events on purpose settles
@@ -52,8 +52,8 @@ impl Drop for Inner {
     }
 }
 
-/// Creates a token: the share to attach to a batch, and the receiver that
-/// resolves once every share is settled.
+/// Creates a token for one batch: the share to attach to it, and the
+/// receiver that resolves once every share is settled.
 pub fn token() -> (AckShare, AckReceiver) {
     let (tx, rx) = oneshot::channel();
     let inner = Arc::new(Inner { status: AtomicU8::new(0), tx: Some(tx) });
@@ -62,8 +62,6 @@ pub fn token() -> (AckShare, AckReceiver) {
 
 /// One holder's part of a batch's acknowledgement.
 pub struct AckShare(Option<Arc<Inner>>);
-
-pub type AckToken = AckShare;
 
 impl AckShare {
     /// Settles this share with an outcome.

@@ -115,13 +115,6 @@ impl Value {
         }
     }
 
-    pub fn as_object_mut(&mut self) -> Option<&mut Map> {
-        match self {
-            Value::Object(m) => Some(m),
-            _ => None,
-        }
-    }
-
     /// The JSON type name, for error messages.
     pub fn kind(&self) -> &'static str {
         match self {

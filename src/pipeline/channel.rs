@@ -188,11 +188,6 @@ impl Permit {
         self.bytes = 0;
         self.shared.readable.notify_one();
     }
-
-    /// Whether the batch will be dropped because the channel is full.
-    pub fn will_drop(&self) -> bool {
-        self.drop
-    }
 }
 
 impl Drop for Permit {
@@ -235,12 +230,6 @@ impl Receiver {
             }
             notified.await;
         }
-    }
-
-    /// Events and estimated bytes queued or reserved.
-    pub fn usage(&self) -> (usize, usize) {
-        let st = self.shared.lock();
-        (st.events, st.bytes)
     }
 }
 
