@@ -177,10 +177,21 @@ impl ComponentMetrics {
     }
 }
 
+/// Writes a component's own metrics (beyond the common ones) in the
+/// Prometheus text format.
+pub type Collector = Arc<dyn Fn(&mut String) + Send + Sync>;
+
 /// Every component's counters.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Registry {
     components: Mutex<Vec<Arc<ComponentMetrics>>>,
+    collectors: Mutex<Vec<(String, Collector)>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
 }
 
 impl Registry {
@@ -191,6 +202,14 @@ impl Registry {
             all.push(m.clone());
         }
         m
+    }
+
+    /// Adds a component's own metrics, replacing what it added before.
+    pub fn add_collector(&self, id: &str, collector: Collector) {
+        if let Ok(mut all) = self.collectors.lock() {
+            all.retain(|(c, _)| c != id);
+            all.push((id.to_string(), collector));
+        }
     }
 
     pub fn components(&self) -> Vec<Arc<ComponentMetrics>> {
@@ -306,6 +325,11 @@ impl Registry {
         for c in &all {
             let up = matches!(c.state(), State::Running | State::Retrying) as u8;
             let _ = writeln!(out, "{name}{{{}}} {up}", labels(c));
+        }
+        let collectors: Vec<Collector> =
+            self.collectors.lock().map(|c| c.iter().map(|(_, f)| f.clone()).collect()).unwrap_or_default();
+        for collect in collectors {
+            collect(&mut out);
         }
         out
     }

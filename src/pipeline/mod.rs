@@ -146,6 +146,7 @@ pub async fn start(
             stop_sources.clone(),
             data_dir.to_path_buf(),
             m.clone(),
+            registry.clone(),
             host.clone(),
             tx,
         );
@@ -159,6 +160,7 @@ pub async fn start(
     }
     let mut running = Running { stop_sources, tasks, registry };
     for (id, _m, rx) in ready {
+        // A source that returned without saying has started (and finished).
         if let Ok(Err(e)) = rx.await {
             running.shutdown(Duration::from_secs(5)).await;
             return Err(format!("source `{id}` could not start: {e}"));

@@ -1,5 +1,6 @@
 //! Sources: where events come from. One module per `type`.
 
+pub mod file;
 pub mod generator;
 pub mod ingest;
 
@@ -13,15 +14,19 @@ use crate::config::BuildError;
 use crate::config::yaml::{self, Node};
 use crate::event::Str;
 use crate::pipeline::fanout::Fanout;
-use crate::pipeline::metrics::ComponentMetrics;
+use crate::pipeline::metrics::{ComponentMetrics, Registry};
 
 /// Every source type, with its documented example.
-pub const TYPES: &[(&str, &str)] =
-    &[("generator", include_str!("generator/example.yaml")), ("ingest", include_str!("ingest/example.yaml"))];
+pub const TYPES: &[(&str, &str)] = &[
+    ("file", include_str!("file/example.yaml")),
+    ("generator", include_str!("generator/example.yaml")),
+    ("ingest", include_str!("ingest/example.yaml")),
+];
 
 /// The settings of one source, by `type`.
 #[derive(Debug, Clone)]
 pub enum SourceConfig {
+    File(file::Config),
     Generator(generator::Config),
     Ingest(ingest::Config),
 }
@@ -30,6 +35,7 @@ impl SourceConfig {
     /// Reads the settings of a source of type `ty`; `None` for an unknown type.
     pub fn from_node(ty: &str, node: &Node) -> Result<Option<Self>, yaml::Error> {
         Ok(Some(match ty {
+            "file" => SourceConfig::File(yaml::from_node(node)?),
             "generator" => SourceConfig::Generator(yaml::from_node(node)?),
             "ingest" => SourceConfig::Ingest(yaml::from_node(node)?),
             _ => return Ok(None),
@@ -39,6 +45,7 @@ impl SourceConfig {
     /// Checks what can be checked before anything runs, and builds the source.
     pub fn build(&self) -> Result<Source, BuildError> {
         Ok(match self {
+            SourceConfig::File(c) => Source::File(file::FileSource::new(c)?),
             SourceConfig::Generator(c) => Source::Generator(generator::Generator::new(c.clone())?),
             SourceConfig::Ingest(c) => Source::Ingest(ingest::Ingest::new(c.clone())?),
         })
@@ -47,6 +54,7 @@ impl SourceConfig {
 
 /// A built source, ready to run.
 pub enum Source {
+    File(file::FileSource),
     Generator(generator::Generator),
     Ingest(ingest::Ingest),
 }
@@ -55,6 +63,7 @@ impl Source {
     /// Runs until the source is done or `cx.shutdown` fires.
     pub async fn run(self, cx: SourceContext) -> Result<(), String> {
         match self {
+            Source::File(s) => s.run(cx).await,
             Source::Generator(s) => s.run(cx).await,
             Source::Ingest(s) => s.run(cx).await,
         }
@@ -69,6 +78,8 @@ pub struct SourceContext {
     pub shutdown: CancellationToken,
     pub data_dir: PathBuf,
     pub metrics: Arc<ComponentMetrics>,
+    /// Where a source adds metrics of its own.
+    pub registry: Arc<Registry>,
     /// The host name events carry.
     pub host: Str,
     /// `hostwatch://<host>/<id>`, the events' `source`.
@@ -77,31 +88,27 @@ pub struct SourceContext {
 }
 
 impl SourceContext {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: String,
         out: Fanout,
         shutdown: CancellationToken,
         data_dir: PathBuf,
         metrics: Arc<ComponentMetrics>,
+        registry: Arc<Registry>,
         host: Str,
         ready: oneshot::Sender<Result<(), String>>,
     ) -> Self {
         let source_uri = Str::interned(&format!("hostwatch://{host}/{id}"));
-        SourceContext { id, out, shutdown, data_dir, metrics, host, source_uri, ready: Some(ready) }
+        SourceContext { id, out, shutdown, data_dir, metrics, registry, host, source_uri, ready: Some(ready) }
     }
 
     /// Tells the agent the source has started (its sockets are bound), or
-    /// why it could not. The agent reports itself ready once every source has.
+    /// why it could not. The agent reports itself ready once every source
+    /// has; a source that never says is taken as started once it returns.
     pub fn ready(&mut self, result: Result<(), String>) {
         if let Some(tx) = self.ready.take() {
             let _ = tx.send(result);
         }
-    }
-}
-
-impl Drop for SourceContext {
-    fn drop(&mut self) {
-        // A source that returns without a word has started (and finished).
-        self.ready(Ok(()));
     }
 }
