@@ -58,6 +58,30 @@ impl Agent {
         Agent { child, dir, log, stdout }
     }
 
+    /// Starts the agent as the unprivileged user `nobody` (the test must
+    /// run as root, and the config's directories be open to everyone).
+    pub fn start_as_nobody(config: &str) -> Agent {
+        use std::os::unix::process::CommandExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::process::Command::new("chmod").arg("755").arg(dir.path()).status().expect("chmod");
+        let path = dir.path().join("agent.yaml");
+        std::fs::write(&path, config).expect("write config");
+        std::process::Command::new("chmod").arg("644").arg(&path).status().expect("chmod");
+        let log = dir.path().join("agent.log");
+        let stdout = dir.path().join("stdout.log");
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("HOSTWATCH_LOG", "info")
+            .uid(65534)
+            .gid(65534)
+            .stdout(std::fs::File::create(&stdout).expect("stdout file"))
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start hostwatch");
+        Agent { child, dir, log, stdout }
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -142,7 +166,12 @@ pub enum Mode {
 
 struct Shared {
     events: Mutex<Vec<Value>>,
+    /// Keep every event (small tests), or only count sequence numbers.
+    keep: AtomicBool,
+    /// How often each `seq=N` arrived.
+    seqs: Mutex<Vec<u8>>,
     requests: AtomicU64,
+    requests_events: AtomicU64,
     failed: AtomicU64,
     mode: Mutex<Mode>,
     delay: Mutex<Duration>,
@@ -207,7 +236,10 @@ impl Receiver {
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let shared = Arc::new(Shared {
             events: Mutex::new(Vec::new()),
+            keep: AtomicBool::new(true),
+            seqs: Mutex::new(Vec::new()),
             requests: AtomicU64::new(0),
+            requests_events: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             mode: Mutex::new(mode),
             delay: Mutex::new(Duration::ZERO),
@@ -304,8 +336,55 @@ impl Receiver {
         self.shared.events.lock().unwrap().clone()
     }
 
+    /// Counts sequence numbers only, without keeping events (for millions).
+    pub fn count_only(&self) {
+        self.shared.keep.store(false, Ordering::SeqCst);
+    }
+
+    /// Events received (with a `seq=N` or not, kept or not).
     pub fn count(&self) -> usize {
-        self.shared.events.lock().unwrap().len()
+        self.shared.requests_events.load(Ordering::SeqCst) as usize
+    }
+
+    /// Distinct sequence numbers received.
+    pub fn unique(&self) -> u64 {
+        self.shared.seqs.lock().unwrap().iter().filter(|c| **c > 0).count() as u64
+    }
+
+    /// Which of `0..n` are missing, and how many arrived more than once (in all).
+    pub fn seq_report(&self, n: u64) -> (Vec<u64>, u64, u64) {
+        let seqs = self.shared.seqs.lock().unwrap();
+        let count = |s: u64| seqs.get(s as usize).copied().unwrap_or(0) as u64;
+        let missing: Vec<u64> = (0..n).filter(|s| count(*s) == 0).collect();
+        let repeated: u64 = seqs.iter().map(|c| (*c as u64).saturating_sub(1)).sum();
+        let beyond = seqs.iter().skip(n as usize).filter(|c| **c > 0).count() as u64;
+        (missing, repeated, beyond)
+    }
+
+    /// Every one of `0..n` arrived exactly once, and nothing else.
+    pub fn assert_exactly_once(&self, n: u64) {
+        let (missing, repeated, beyond) = self.seq_report(n);
+        assert!(
+            missing.is_empty(),
+            "{} of {n} missing, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(10)]
+        );
+        assert_eq!(repeated, 0, "{repeated} repeated");
+        assert_eq!(beyond, 0, "sequence numbers beyond {n}");
+    }
+
+    /// Waits until `n` distinct sequence numbers arrived.
+    pub async fn wait_for_unique(&self, n: u64, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.unique() < n {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} distinct lines arrived within {within:?}",
+                self.unique()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn requests(&self) -> u64 {
@@ -370,26 +449,57 @@ async fn handle(req: Request<hyper::body::Incoming>, shared: &Shared) -> Respons
         "zstd" => zstd::decode_all(&body[..]).expect("zstd body"),
         _ => body.to_vec(),
     };
-    let events: Vec<Value> = if content_type.contains("ndjson") {
-        plain
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_slice(l).expect("an NDJSON line is JSON"))
-            .collect()
+    let keep = shared.keep.load(Ordering::SeqCst);
+    let mut events: Vec<Value> = Vec::new();
+    let mut seqs: Vec<u64> = Vec::new();
+    let mut n = 0u64;
+    if content_type.contains("ndjson") {
+        for line in plain.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            n += 1;
+            seqs.extend(find_seq(line));
+            if keep {
+                events.push(serde_json::from_slice(line).expect("an NDJSON line is JSON"));
+            }
+        }
     } else {
-        match serde_json::from_slice(&plain).expect("the body is JSON") {
+        let all = match serde_json::from_slice(&plain).expect("the body is JSON") {
             Value::Array(a) => a,
             other => vec![other],
+        };
+        for e in &all {
+            n += 1;
+            seqs.extend(find_seq(e.to_string().as_bytes()));
         }
-    };
+        if keep {
+            events = all;
+        }
+    }
     let mut recorded = shared.events.lock().unwrap();
     if shared.refusing.load(Ordering::SeqCst) {
         return reply(StatusCode::SERVICE_UNAVAILABLE);
     }
     recorded.extend(events);
+    {
+        let mut counts = shared.seqs.lock().unwrap();
+        for s in seqs {
+            let s = s as usize;
+            if s >= counts.len() {
+                counts.resize(s + 1 + s / 2, 0);
+            }
+            counts[s] = counts[s].saturating_add(1);
+        }
+    }
+    shared.requests_events.fetch_add(n, Ordering::SeqCst);
     drop(recorded);
     *shared.content_types.lock().unwrap().entry(content_type).or_default() += 1;
     reply(StatusCode::OK)
+}
+
+/// The number after the first `seq=` in an event's text.
+fn find_seq(text: &[u8]) -> Option<u64> {
+    let at = memchr::memmem::find(text, b"seq=")? + 4;
+    let digits = text[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&text[at..at + digits]).ok()?.parse().ok()
 }
 
 fn reply(status: StatusCode) -> Response<Full<Bytes>> {
@@ -514,4 +624,127 @@ pub fn assert_cloudevent(e: &Value, source: &str, host: &str) {
 
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+}
+
+// === writing logs ===
+
+/// How a log file is rotated.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Rotate {
+    None,
+    /// `app.log` becomes `app.log.1` (older ones shift up) and a new `app.log` starts.
+    Rename,
+    /// `app.log` is copied to `app.log.1` and emptied in place.
+    CopyTruncate,
+}
+
+/// Writes lines `<n> INFO request served seq=N` to a file, at a rate (0:
+/// as fast as it can), rotating every `every` lines, keeping `keep` rotated
+/// files (older ones are deleted, as logrotate does).
+pub struct LogWriter {
+    pub path: PathBuf,
+    pub rotate: Rotate,
+    pub every: u64,
+    pub keep: u32,
+    pub rate: f64,
+}
+
+impl LogWriter {
+    pub fn new(path: &Path) -> LogWriter {
+        LogWriter { path: path.to_path_buf(), rotate: Rotate::None, every: 0, keep: 100, rate: 0.0 }
+    }
+
+    pub fn line(seq: u64) -> String {
+        format!("{} INFO request served path=/api/v1/items status=200 seq={seq}\n", 1_795_751_400 + seq)
+    }
+
+    /// Writes lines `first..first+count`.
+    pub fn write(&self, first: u64, count: u64) {
+        use std::io::Write as _;
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        let open = |p: &Path| {
+            std::io::BufWriter::with_capacity(
+                1 << 16,
+                std::fs::OpenOptions::new().create(true).append(true).open(p).unwrap(),
+            )
+        };
+        let mut w = open(&self.path);
+        let started = Instant::now();
+        let mut flushed = Instant::now();
+        for i in 0..count {
+            w.write_all(Self::line(first + i).as_bytes()).unwrap();
+            if self.rate > 0.0 {
+                let due = started + Duration::from_secs_f64((i + 1) as f64 / self.rate);
+                let now = Instant::now();
+                if due > now {
+                    w.flush().unwrap();
+                    std::thread::sleep(due - now);
+                    flushed = Instant::now();
+                }
+            }
+            if flushed.elapsed() >= Duration::from_millis(20) {
+                w.flush().unwrap();
+                flushed = Instant::now();
+            }
+            if self.rotate != Rotate::None && (i + 1) % self.every == 0 && i + 1 < count {
+                w.flush().unwrap();
+                let f = w.into_inner().unwrap();
+                self.shift();
+                match self.rotate {
+                    Rotate::Rename => {
+                        drop(f);
+                        std::fs::rename(&self.path, numbered(&self.path, 1)).unwrap();
+                    }
+                    Rotate::CopyTruncate => {
+                        std::fs::copy(&self.path, numbered(&self.path, 1)).unwrap();
+                        f.set_len(0).unwrap();
+                    }
+                    Rotate::None => {}
+                }
+                w = open(&self.path);
+            }
+        }
+        w.flush().unwrap();
+    }
+
+    /// Moves `app.log.N` to `app.log.N+1`, the oldest away.
+    fn shift(&self) {
+        let _ = std::fs::remove_file(numbered(&self.path, self.keep));
+        for n in (1..self.keep).rev() {
+            let from = numbered(&self.path, n);
+            if from.exists() {
+                std::fs::rename(&from, numbered(&self.path, n + 1)).unwrap();
+            }
+        }
+    }
+}
+
+pub fn numbered(path: &Path, n: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+/// The CPU seconds a process has used so far (user + system).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Open file descriptors of a process.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// Reads a metric value from Prometheus text.
+pub fn metric(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }

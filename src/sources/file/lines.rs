@@ -31,6 +31,7 @@ pub struct Line {
     pub truncated: bool,
 }
 
+#[derive(Clone)]
 pub struct Lines {
     newline: Newline,
     max_line: usize,

@@ -17,6 +17,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
+use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,7 +46,14 @@ const SWEEP_EVERY: Duration = Duration::from_secs(30);
 /// or of its first `bytes` bytes. `None` while the file is too short to tell.
 pub fn fingerprint(file: &File, bytes: Option<usize>) -> std::io::Result<Option<u64>> {
     let want = bytes.unwrap_or(4096);
-    let mut buf = vec![0u8; want];
+    let mut stack = [0u8; 4096];
+    let mut heap = Vec::new();
+    let buf: &mut [u8] = if want <= stack.len() {
+        &mut stack[..want]
+    } else {
+        heap.resize(want, 0);
+        &mut heap
+    };
     let mut got = 0;
     while got < want {
         let n = file.read_at(&mut buf[got..], got as u64)?;
@@ -375,6 +383,11 @@ impl Tailer {
         let id = self.next_id;
         self.next_id += 1;
         let mut t = self.tracked(path, key, fp, start);
+        let mut file = file;
+        if let Err(e) = file.seek(SeekFrom::Start(start)) {
+            tracing::warn!(file = %path.display(), "cannot seek: {e}");
+            return;
+        }
         t.file = Some(file);
         self.open += 1;
         if let Some(fp) = fp {
@@ -416,8 +429,11 @@ impl Tailer {
     }
 
     /// Continues a ghost in its copy.
-    fn adopt(&mut self, id: u64, path: &Path, key: (u64, u64), file: File) {
+    fn adopt(&mut self, id: u64, path: &Path, key: (u64, u64), mut file: File) {
         let Some(t) = self.files.get_mut(&id) else { return };
+        if file.seek(SeekFrom::Start(t.lines.position())).is_err() {
+            return;
+        }
         t.path = path.to_path_buf();
         t.dev = key.0;
         t.ino = key.1;
@@ -586,11 +602,23 @@ impl Tailer {
         let mut events = Vec::with_capacity(settings.read_chunk / 64);
         let mut truncated = 0u64;
         let mut lines_in = Vec::new();
+        let before = t.lines.clone();
         let n = t.lines.read(file, &mut |line: Line| {
             truncated += line.truncated as u64;
             lines_in.push(line);
         })?;
         if n == 0 {
+            return Ok(0);
+        }
+        // Truncated and written again (copytruncate) since the last look,
+        // perhaps past where reading stands: the first line tells. What was
+        // just read may be new content at an old offset, so it is put back,
+        // to be read again from the copy.
+        if let Some(fp) = t.fp
+            && fingerprint(file, settings.fingerprint_bytes).ok().flatten() != Some(fp)
+        {
+            t.lines = before;
+            self.truncated(id);
             return Ok(0);
         }
         let now = Instant::now();
@@ -662,13 +690,16 @@ impl Tailer {
             return false;
         }
         let path = t.path.clone();
-        let file = match File::open(&path) {
+        let mut file = match File::open(&path) {
             Ok(f) => f,
             Err(_) => {
                 // Gone while closed: a scan will tell where.
                 return false;
             }
         };
+        if file.seek(SeekFrom::Start(t.lines.position())).is_err() {
+            return false;
+        }
         let same = file.metadata().is_ok_and(|m| m.dev() == t.dev && m.ino() == t.ino);
         // While it was closed, the inode may have been freed and reused by
         // another file: the fingerprint tells.
@@ -711,9 +742,10 @@ impl Tailer {
         let (path, dev, ino) = (t.path.clone(), t.dev, t.ino);
         // The old content keeps its identity, waiting for the copy that
         // copytruncate made of it; the file itself starts over as a new one.
-        t.file = None;
+        if t.file.take().is_some() {
+            self.open -= 1;
+        }
         t.state = State::Ghost { since: Instant::now() };
-        self.open -= 1;
         self.by_inode.remove(&(dev, ino));
         if self.by_path.get(&path) == Some(&id) {
             self.by_path.remove(&path);

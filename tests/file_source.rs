@@ -1,0 +1,301 @@
+//! The file source against real files: every line exactly once, through
+//! rotation by rename and by copytruncate, restarts, kill -9, truncation,
+//! inode reuse and bad input.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Agent, LogWriter, Mode, Receiver, Rotate, free_port};
+
+/// A file source over `dir`'s `app.log*` to a receiver, with extra settings.
+fn config(dir: &Path, receiver: &Receiver, api: u16, source_extra: &str) -> String {
+    format!(
+        r#"
+data_dir: {{data_dir}}
+api:
+  address: 127.0.0.1:{api}
+sources:
+  logs:
+    type: file
+    include: ["{dir}/app.log*"]
+    rotate_wait: 2s
+{source_extra}
+sinks:
+  out:
+    type: http
+    inputs: [logs]
+    url: {url}
+    batch: {{max_events: 1000, timeout: 100ms}}
+    request: {{retry_initial_backoff: 50ms, retry_max_backoff: 500ms}}
+"#,
+        dir = dir.display(),
+        url = receiver.url()
+    )
+}
+
+/// A data_dir that survives restarts of the agent.
+fn with_data_dir(config: &str, data: &Path) -> String {
+    config.replace("{data_dir}", &data.display().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_lines_from_the_beginning_arrive_exactly_once() {
+    let receiver = Receiver::start(Mode::Accept).await;
+    receiver.count_only();
+    let dir = tempfile::tempdir().unwrap();
+    LogWriter::new(&dir.path().join("app.log")).write(0, 1_000_000);
+    let _agent = Agent::start(&config(dir.path(), &receiver, free_port(), ""));
+    receiver.wait_for_unique(1_000_000, Duration::from_secs(120)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    receiver.assert_exactly_once(1_000_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rename_rotation_at_full_speed_loses_and_repeats_nothing() {
+    let receiver = Receiver::start(Mode::Accept).await;
+    receiver.count_only();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.log");
+    let api = free_port();
+    let mut agent = Agent::start(&config(dir.path(), &receiver, api, ""));
+    agent.wait_listening(([127, 0, 0, 1], api).into());
+    let writer = LogWriter { rotate: Rotate::Rename, every: 10_000, ..LogWriter::new(&path) };
+    tokio::task::spawn_blocking(move || writer.write(0, 200_000)).await.unwrap();
+    receiver.wait_for_unique(200_000, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    receiver.assert_exactly_once(200_000);
+    let metrics = common::get(&format!("http://127.0.0.1:{api}/metrics")).await.text().await.unwrap();
+    assert!(metrics.contains("hostwatch_files_watched"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copytruncate_loses_and_repeats_nothing() {
+    let receiver = Receiver::start(Mode::Accept).await;
+    receiver.count_only();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.log");
+    let api = free_port();
+    let mut agent = Agent::start(&config(dir.path(), &receiver, api, ""));
+    agent.wait_listening(([127, 0, 0, 1], api).into());
+    let writer = LogWriter { rotate: Rotate::CopyTruncate, every: 10_000, ..LogWriter::new(&path) };
+    tokio::task::spawn_blocking(move || writer.write(0, 200_000)).await.unwrap();
+    receiver.wait_for_unique(200_000, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    receiver.assert_exactly_once(200_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_twice_while_stopped_loses_and_repeats_nothing() {
+    let receiver = Receiver::start(Mode::Accept).await;
+    receiver.count_only();
+    let dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.log");
+    let api = free_port();
+    let text = with_data_dir(&config(dir.path(), &receiver, api, ""), data.path());
+    let writer = LogWriter { rotate: Rotate::Rename, every: 3_000, ..LogWriter::new(&path) };
+    writer.write(0, 5_000);
+    let mut agent = Agent::start(&text);
+    receiver.wait_for_unique(5_000, Duration::from_secs(30)).await;
+    agent.signal("TERM");
+    assert!(agent.wait_exit(Duration::from_secs(20)).success(), "{}", agent.logs());
+
+    // While stopped: more lines, and two rotations (5,000 + 6,000 → app.log
+    // holds 5,000..6,000 at the first rotation, then two more files).
+    writer.write(5_000, 1_000);
+    for (first, rotation) in [(6_000, 1), (8_000, 2)] {
+        std::fs::rename(&path, common::numbered(&path, 0)).unwrap();
+        for n in (0..rotation + 5).rev() {
+            let from = common::numbered(&path, n);
+            if from.exists() {
+                std::fs::rename(&from, common::numbered(&path, n + 1)).unwrap();
+            }
+        }
+        LogWriter::new(&path).write(first, 2_000);
+    }
+    let _agent = Agent::start(&text);
+    receiver.wait_for_unique(10_000, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    receiver.assert_exactly_once(10_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_file_on_a_reused_inode_is_read_from_its_start() {
+    let receiver = Receiver::start(Mode::Accept).await;
+    receiver.count_only();
+    let dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.log");
+    let text = with_data_dir(&config(dir.path(), &receiver, free_port(), ""), data.path());
+    LogWriter::new(&path).write(0, 2_000);
+    let mut agent = Agent::start(&text);
+    receiver.wait_for_unique(2_000, Duration::from_secs(30)).await;
+    agent.signal("TERM");
+    assert!(agent.wait_exit(Duration::from_secs(20)).success());
+
+    // Delete it and write a new, shorter file until one gets the same inode
+    // (file systems hand freed inodes out again quickly).
+    use std::os::unix::fs::MetadataExt;
+    let old = std::fs::metadata(&path).unwrap().ino();
+    std::fs::remove_file(&path).unwrap();
+    let mut reused = false;
+    for attempt in 0..200 {
+        let candidate = dir.path().join(format!("tmp{attempt}"));
+        std::fs::write(&candidate, "").unwrap();
+        if std::fs::metadata(&candidate).unwrap().ino() == old {
+            std::fs::rename(&candidate, &path).unwrap();
+            reused = true;
+            break;
+        }
+    }
+    if !reused {
+        std::fs::write(&path, "").unwrap();
+    }
+    for attempt in 0..200 {
+        let _ = std::fs::remove_file(dir.path().join(format!("tmp{attempt}")));
+    }
+    LogWriter::new(&path).write(2_000, 500);
+    let _agent = Agent::start(&text);
+    receiver.wait_for_unique(2_500, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    receiver.assert_exactly_once(2_500);
+    eprintln!("inode reused: {reused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncation_long_lines_garbage_and_unreadable_files_are_handled() {
+    let receiver = Receiver::start(Mode::Accept).await;
+    let dir = tempfile::tempdir().unwrap();
+    let api = free_port();
+    let extra = "    max_line_bytes: 64KiB\n";
+    let text = config(dir.path(), &receiver, api, extra).replace("app.log*", "*.log");
+    // Runs as an unprivileged user when the tests run as root, so that
+    // permissions mean something.
+    let data = tempfile::tempdir().unwrap();
+    let unprivileged = nix_is_root();
+    if unprivileged {
+        for d in [dir.path(), data.path()] {
+            std::process::Command::new("chmod").arg("777").arg(d).status().unwrap();
+        }
+    }
+    let text = with_data_dir(&text, data.path());
+    std::fs::write(dir.path().join("secret.log"), LogWriter::line(900_000)).unwrap();
+    std::process::Command::new("chmod").arg("000").arg(dir.path().join("secret.log")).status().unwrap();
+    let mut agent = if unprivileged { Agent::start_as_nobody(&text) } else { Agent::start(&text) };
+    agent.wait_listening(([127, 0, 0, 1], api).into());
+
+    // A file truncated in place, then written again.
+    let trunc = dir.path().join("trunc.log");
+    LogWriter::new(&trunc).write(0, 100);
+    receiver.wait_for_unique(100, Duration::from_secs(30)).await;
+    std::fs::OpenOptions::new().write(true).open(&trunc).unwrap().set_len(0).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    LogWriter::new(&trunc).write(100, 50);
+    receiver.wait_for_unique(150, Duration::from_secs(30)).await;
+
+    // A 1 MiB line between two ordinary ones, and binary garbage.
+    let mut big = LogWriter::line(150).trim_end().as_bytes().to_vec();
+    big.push(b' ');
+    big.extend(std::iter::repeat_n(b'x', 1 << 20));
+    big.push(b'\n');
+    big.extend_from_slice(LogWriter::line(151).as_bytes());
+    std::fs::write(dir.path().join("big.log"), &big).unwrap();
+    let mut garbage: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    garbage.extend_from_slice(b"\n\xff\xfe invalid utf-8 seq=152\n");
+    std::fs::write(dir.path().join("garbage.log"), &garbage).unwrap();
+    receiver.wait_for_unique(153, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    receiver.assert_exactly_once(153);
+
+    let events = receiver.events();
+    let long =
+        events.iter().find(|e| e["data"]["message"].as_str().is_some_and(|m| m.contains("seq=150"))).unwrap();
+    assert_eq!(long["data"]["message"].as_str().unwrap().len(), 64 * 1024, "cut at max_line_bytes");
+    let bad =
+        events.iter().find(|e| e["data"]["message"].as_str().is_some_and(|m| m.contains("seq=152"))).unwrap();
+    assert!(bad["data"]["message"].as_str().unwrap().starts_with("\u{fffd}\u{fffd} invalid"), "{bad}");
+    let metrics = common::get(&format!("http://127.0.0.1:{api}/metrics")).await.text().await.unwrap();
+    assert!(common::metric(&metrics, "hostwatch_lines_truncated_total").unwrap() >= 1.0, "{metrics}");
+    assert!(common::metric(&metrics, "hostwatch_file_truncations_total").unwrap() >= 1.0, "{metrics}");
+    if unprivileged {
+        assert_eq!(common::metric(&metrics, "hostwatch_files_unreadable_total"), Some(1.0), "{metrics}");
+    }
+    assert!(agent.child.try_wait().unwrap().is_none(), "still running:\n{}", agent.logs());
+}
+
+fn nix_is_root() -> bool {
+    std::process::Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_idle_files_keep_handles_bounded_and_cpu_near_zero() {
+    let receiver = Receiver::start(Mode::Accept).await;
+    receiver.count_only();
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..5_000u64 {
+        let sub = dir.path().join(format!("d{}", i % 50));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join(format!("f{i}.log")), LogWriter::line(i)).unwrap();
+    }
+    let api = free_port();
+    let text = config(dir.path(), &receiver, api, "    max_open_files: 100\n    idle_timeout: 2s\n")
+        .replace("app.log*", "**/*.log");
+    let mut agent = Agent::start(&text);
+    agent.wait_listening(([127, 0, 0, 1], api).into());
+    let pid = agent.child.id();
+    let mut most_fds = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while receiver.unique() < 5_000 {
+        most_fds = most_fds.max(common::open_fds(pid));
+        assert!(Instant::now() < deadline, "only {} of 5000 files read", receiver.unique());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    receiver.assert_exactly_once(5_000);
+    // A handful of descriptors besides the files: sockets, inotify, logs.
+    assert!(most_fds <= 100 + 40, "{most_fds} descriptors open");
+
+    // Idle: files closed after idle_timeout, and next to no CPU.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = common::cpu_seconds(pid);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let used = common::cpu_seconds(pid) - before;
+    assert!(used < 0.25, "{used} CPU seconds in 5 idle seconds");
+    assert!(common::open_fds(pid) <= 40, "{} descriptors open while idle", common::open_fds(pid));
+
+    // A change to one of them is still seen.
+    std::fs::write(dir.path().join("d7/f7.log"), format!("{}{}", LogWriter::line(7), LogWriter::line(5_000)))
+        .unwrap();
+    receiver.wait_for_unique(5_001, Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multiline_stack_traces_are_one_event() {
+    let receiver = Receiver::start(Mode::Accept).await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "    multiline:\n      continuation_pattern: '^\\s'\n      timeout: 300ms\n";
+    let mut agent = Agent::start(&config(dir.path(), &receiver, free_port(), extra));
+    let mut text = String::new();
+    for seq in 0..20 {
+        text.push_str(&LogWriter::line(seq));
+        if seq % 5 == 0 {
+            text.push_str("    at com.example.Handler.serve(Handler.java:42)\n    ... 12 more\n");
+        }
+    }
+    std::fs::write(dir.path().join("app.log"), text).unwrap();
+    receiver.wait_for_unique(20, Duration::from_secs(30)).await;
+    receiver.assert_exactly_once(20);
+    let events = receiver.events();
+    assert_eq!(events.len(), 20, "{}", agent.logs());
+    let traced = events
+        .iter()
+        .find(|e| e["data"]["message"].as_str().unwrap().contains("seq=5 "))
+        .unwrap_or(&events[5]);
+    let message = traced["data"]["message"].as_str().unwrap();
+    assert!(message.ends_with("Handler.java:42)\n    ... 12 more"), "{message:?}");
+    assert_eq!(traced["type"], "log.line");
+    assert!(traced["subject"].as_str().unwrap().ends_with("app.log"));
+    agent.signal("TERM");
+    assert!(agent.wait_exit(Duration::from_secs(20)).success());
+}
