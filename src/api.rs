@@ -74,13 +74,16 @@ fn handle(
     }
 }
 
-/// 200 while every component runs (a sink that retries is `degraded`),
-/// 503 once one has failed.
+/// 200 while every component runs (a sink that retries is `degraded`);
+/// 503 while the sources start, and once a component has failed.
 fn health(registry: &Registry, started: Instant) -> Response<Full<Bytes>> {
     let components = registry.components();
+    let all_started = registry.started.load(std::sync::atomic::Ordering::Relaxed);
     let failed = components.iter().any(|c| c.state() == State::Failed);
     let retrying = components.iter().any(|c| c.state() == State::Retrying);
-    let status = if failed {
+    let status = if !all_started {
+        "starting"
+    } else if failed {
         "failed"
     } else if retrying {
         "degraded"
@@ -105,7 +108,7 @@ fn health(registry: &Registry, started: Instant) -> Response<Full<Bytes>> {
         "uptime_seconds": started.elapsed().as_secs(),
         "components": list,
     });
-    let code = if failed { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let code = if failed || !all_started { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     respond(code, "application/json", body.to_string())
 }
 

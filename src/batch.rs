@@ -133,6 +133,11 @@ pub struct Batcher {
     ready: VecDeque<EncodedBatch>,
     generation: u64,
     key: String,
+    /// The usual size of a closed batch (a moving average), to allocate
+    /// bodies once at about the right size: growing by doubling copies, and
+    /// allocating `max_bytes` for every batch holds memory that small
+    /// batches never use.
+    typical: usize,
 }
 
 /// The most destinations with a batch open at once; past it the oldest is sent.
@@ -148,6 +153,7 @@ impl Batcher {
             ready: VecDeque::new(),
             generation: 0,
             key: String::new(),
+            typical: 64 << 10,
         }
     }
 
@@ -185,9 +191,8 @@ impl Batcher {
         if self.open.len() >= MAX_OPEN {
             self.close(0);
         }
-        // Room for a full batch at once: growing by doubling would copy the
-        // body several times. Only the pages written to are ever touched.
-        let mut body = Vec::with_capacity((self.limits.max_bytes + 4096).min(4 << 20));
+        let room = (self.typical + self.typical / 4 + 4096).min(self.limits.max_bytes + 4096);
+        let mut body = Vec::with_capacity(room);
         self.encoder.begin(&mut body);
         self.open.push(Open {
             key: self.key.clone(),
@@ -232,6 +237,7 @@ impl Batcher {
         let mut body = open.body;
         self.encoder.end(&mut body);
         let uncompressed_bytes = body.len();
+        self.typical = (self.typical * 7 + uncompressed_bytes) / 8;
         let (body, content_encoding) = match self.compression.compress(body) {
             Ok(b) => (b, self.compression.content_encoding()),
             Err(e) => {

@@ -222,6 +222,7 @@ async fn run_agent(config: Config, topology: pipeline::Topology) -> Result<(), S
         sinks = config.sinks.len(),
         "hostwatch started"
     );
+    registry.started.store(true, std::sync::atomic::Ordering::Relaxed);
     pipeline::notify_systemd("READY=1");
 
     let finished_by_itself = loop {

@@ -44,7 +44,7 @@ async fn kill_9_five_times_while_rotating_loses_nothing_and_repeats_little() {
     let api = free_port();
     let text = config(dir.path(), &receiver, api).replace("{data_dir}", &data.path().display().to_string());
     let mut agent = Agent::start(&text);
-    agent.wait_listening(([127, 0, 0, 1], api).into());
+    agent.wait_ready(api);
     let writer = LogWriter { rotate: Rotate::Rename, every: 25_000, rate: 40_000.0, ..LogWriter::new(&path) };
     let writing = tokio::task::spawn_blocking(move || writer.write(0, 300_000));
     for _ in 0..5 {
@@ -54,7 +54,7 @@ async fn kill_9_five_times_while_rotating_loses_nothing_and_repeats_little() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         eprintln!("after kill: {} repeated so far", receiver.seq_report(300_000).1);
         agent = Agent::start(&text);
-        agent.wait_listening(([127, 0, 0, 1], api).into());
+        agent.wait_ready(api);
     }
     writing.await.unwrap();
     receiver.wait_for_unique(300_000, Duration::from_secs(60)).await;

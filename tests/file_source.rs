@@ -60,7 +60,7 @@ async fn rename_rotation_at_full_speed_loses_and_repeats_nothing() {
     let path = dir.path().join("app.log");
     let api = free_port();
     let mut agent = Agent::start(&config(dir.path(), &receiver, api, ""));
-    agent.wait_listening(([127, 0, 0, 1], api).into());
+    agent.wait_ready(api);
     let writer = LogWriter { rotate: Rotate::Rename, every: 10_000, ..LogWriter::new(&path) };
     tokio::task::spawn_blocking(move || writer.write(0, 200_000)).await.unwrap();
     receiver.wait_for_unique(200_000, Duration::from_secs(60)).await;
@@ -78,7 +78,7 @@ async fn copytruncate_loses_and_repeats_nothing() {
     let path = dir.path().join("app.log");
     let api = free_port();
     let mut agent = Agent::start(&config(dir.path(), &receiver, api, ""));
-    agent.wait_listening(([127, 0, 0, 1], api).into());
+    agent.wait_ready(api);
     let writer = LogWriter { rotate: Rotate::CopyTruncate, every: 10_000, ..LogWriter::new(&path) };
     tokio::task::spawn_blocking(move || writer.write(0, 200_000)).await.unwrap();
     receiver.wait_for_unique(200_000, Duration::from_secs(60)).await;
@@ -184,7 +184,7 @@ async fn truncation_long_lines_garbage_and_unreadable_files_are_handled() {
     std::fs::write(dir.path().join("secret.log"), LogWriter::line(900_000)).unwrap();
     std::process::Command::new("chmod").arg("000").arg(dir.path().join("secret.log")).status().unwrap();
     let mut agent = if unprivileged { Agent::start_as_nobody(&text) } else { Agent::start(&text) };
-    agent.wait_listening(([127, 0, 0, 1], api).into());
+    agent.wait_ready(api);
 
     // A file truncated in place, then written again.
     let trunc = dir.path().join("trunc.log");
@@ -243,7 +243,7 @@ async fn five_thousand_idle_files_keep_handles_bounded_and_cpu_near_zero() {
     let text = config(dir.path(), &receiver, api, "    max_open_files: 100\n    idle_timeout: 2s\n")
         .replace("app.log*", "**/*.log");
     let mut agent = Agent::start(&text);
-    agent.wait_listening(([127, 0, 0, 1], api).into());
+    agent.wait_ready(api);
     let pid = agent.child.id();
     let mut most_fds = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -298,4 +298,62 @@ async fn multiline_stack_traces_are_one_event() {
     assert!(traced["subject"].as_str().unwrap().ends_with("app.log"));
     agent.signal("TERM");
     assert!(agent.wait_exit(Duration::from_secs(20)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symlinks_late_directories_read_from_end_and_encodings() {
+    let receiver = Receiver::start(Mode::Accept).await;
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    // Before the start: a file read from its end, and a symlink to a file
+    // outside the tree.
+    LogWriter::new(&dir.path().join("old.log")).write(900_000, 10);
+    LogWriter::new(&elsewhere.path().join("target.txt")).write(0, 5);
+    std::os::unix::fs::symlink(elsewhere.path().join("target.txt"), dir.path().join("linked.log")).unwrap();
+    let api = free_port();
+    let text = config(dir.path(), &receiver, api, "    read_from: end\n    encoding: ${ENC:-utf-8}\n")
+        .replace(r#"include: [""#, r#"include: ["/nonexistent-hostwatch-test/*.log", ""#)
+        .replace("app.log*", "**/*.log");
+    let mut agent = Agent::start(&text);
+    agent.wait_ready(api);
+    // read_from: end applies to files found at startup without a checkpoint:
+    // the symlinked file too. New lines are read.
+    LogWriter::new(&dir.path().join("old.log")).write(5, 5);
+    // A directory that did not exist at startup.
+    LogWriter::new(&dir.path().join("later/new.log")).write(10, 5);
+    // Lines added to the symlinked file.
+    LogWriter::new(&elsewhere.path().join("target.txt")).write(15, 5);
+    receiver.wait_for_unique(15, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (missing, repeated, beyond) = receiver.seq_report(20);
+    assert_eq!(missing, vec![0, 1, 2, 3, 4], "what was there at startup is skipped, the rest read");
+    assert_eq!((repeated, beyond), (0, 0));
+    agent.signal("TERM");
+    assert!(agent.wait_exit(Duration::from_secs(20)).success());
+
+    // UTF-16LE with a byte order mark, and Latin-1.
+    for (encoding, bytes) in [
+        ("utf-16le", {
+            let mut b = vec![0xFF, 0xFE];
+            b.extend("hé seq=0\r\nwörld seq=1\n".encode_utf16().flat_map(|u| u.to_le_bytes()));
+            b
+        }),
+        ("latin1", b"caf\xe9 seq=0\nna\xefve seq=1\n".to_vec()),
+    ] {
+        let receiver = Receiver::start(Mode::Accept).await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("app.log"), &bytes).unwrap();
+        let text = config(dir.path(), &receiver, free_port(), &format!("    encoding: {encoding}\n"));
+        let _agent = Agent::start(&text);
+        receiver.wait_for_unique(2, Duration::from_secs(30)).await;
+        let mut messages: Vec<String> =
+            receiver.events().iter().map(|e| e["data"]["message"].as_str().unwrap().to_string()).collect();
+        messages.sort();
+        let expected = if encoding == "latin1" {
+            vec!["café seq=0", "naïve seq=1"]
+        } else {
+            vec!["hé seq=0", "wörld seq=1"]
+        };
+        assert_eq!(messages, expected, "{encoding}");
+    }
 }

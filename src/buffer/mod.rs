@@ -17,10 +17,12 @@ pub struct BufferConfig {
     /// `memory`. Default: `memory`.
     #[serde(default, rename = "type")]
     pub kind: BufferType,
-    /// The most events held. Default: `10000`.
+    /// The most events held. Default: `2048` (two batches' worth: enough to
+    /// keep the sink busy; a full buffer makes the sources wait, it loses
+    /// nothing).
     #[serde(default)]
     pub max_events: Option<usize>,
-    /// The most bytes held (an estimate of the events' memory). Default: `16MiB`.
+    /// The most bytes held (an estimate of the events' memory). Default: `8MiB`.
     #[serde(default)]
     pub max_bytes: Option<ByteSize>,
     /// `block` (the sources wait) or `drop_newest` (new events are dropped
@@ -39,8 +41,8 @@ pub enum BufferType {
 impl BufferConfig {
     pub fn limits(&self) -> Result<Limits, BuildError> {
         let limits = Limits {
-            max_events: self.max_events.unwrap_or(10_000),
-            max_bytes: self.max_bytes.map_or(16 << 20, |b| b.0 as usize),
+            max_events: self.max_events.unwrap_or(2048),
+            max_bytes: self.max_bytes.map_or(8 << 20, |b| b.0 as usize),
             when_full: self.when_full,
         };
         if limits.max_events == 0 || limits.max_bytes == 0 {

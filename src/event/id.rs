@@ -58,17 +58,24 @@ impl IdGen {
 /// Writes the canonical 36-character lower-case form of an id
 /// (`8-4-4-4-12` hex digits).
 pub fn format_id(id: u128, out: &mut Vec<u8>) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut buf = [0u8; 36];
-    let mut pos = 0;
-    for (i, byte) in id.to_be_bytes().iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            buf[pos] = b'-';
-            pos += 1;
+    /// Each byte's two hex digits.
+    static PAIRS: [[u8; 2]; 256] = {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut t = [[0u8; 2]; 256];
+        let mut i = 0;
+        while i < 256 {
+            t[i] = [HEX[i >> 4], HEX[i & 15]];
+            i += 1;
         }
-        buf[pos] = HEX[(byte >> 4) as usize];
-        buf[pos + 1] = HEX[(byte & 15) as usize];
-        pos += 2;
+        t
+    };
+    /// Where each byte's digits go in `8-4-4-4-12`.
+    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+    let mut buf = [b'-'; 36];
+    for (i, byte) in id.to_be_bytes().iter().enumerate() {
+        let [hi, lo] = PAIRS[*byte as usize];
+        buf[AT[i]] = hi;
+        buf[AT[i] + 1] = lo;
     }
     out.extend_from_slice(&buf);
 }

@@ -79,6 +79,11 @@ impl EventBatch {
         EventBatch { events: Arc::new(events), acks, size }
     }
 
+    /// A batch whose size the maker knows without walking every event.
+    pub fn with_size(events: Vec<Event>, acks: AckSet, size: usize) -> Self {
+        EventBatch { events: Arc::new(events), acks, size }
+    }
+
     pub fn len(&self) -> usize {
         self.events.len()
     }

@@ -33,6 +33,11 @@ impl Str {
     /// Wraps bytes, replacing invalid UTF-8 sequences with U+FFFD. Copies only
     /// when a replacement is needed.
     pub fn from_utf8_lossy(bytes: Bytes) -> Self {
+        // `from_utf8` checks a word at a time; `from_utf8_lossy` goes chunk
+        // by chunk and costs several times more on valid text, the usual case.
+        if std::str::from_utf8(&bytes).is_ok() {
+            return Str(bytes);
+        }
         match String::from_utf8_lossy(&bytes) {
             std::borrow::Cow::Borrowed(_) => Str(bytes),
             std::borrow::Cow::Owned(s) => Str::from(s),

@@ -184,6 +184,8 @@ pub type Collector = Arc<dyn Fn(&mut String) + Send + Sync>;
 /// Every component's counters.
 #[derive(Default)]
 pub struct Registry {
+    /// Every source has started.
+    pub started: std::sync::atomic::AtomicBool,
     components: Mutex<Vec<Arc<ComponentMetrics>>>,
     collectors: Mutex<Vec<(String, Collector)>>,
 }

@@ -30,7 +30,7 @@ use crate::sources::{Source, SourceContext};
 use crate::transforms::Transform;
 
 /// The channel in front of a transform: enough for a few batches in flight.
-const TRANSFORM_INPUT: Limits = Limits { max_events: 4096, max_bytes: 8 << 20, when_full: WhenFull::Block };
+const TRANSFORM_INPUT: Limits = Limits { max_events: 2048, max_bytes: 8 << 20, when_full: WhenFull::Block };
 
 /// Every component built from a config, not yet running.
 pub struct Topology {

@@ -111,4 +111,10 @@ impl SourceContext {
             let _ = tx.send(result);
         }
     }
+
+    /// Takes the readiness signal, for a source that reports it from
+    /// elsewhere.
+    pub fn take_ready(&mut self) -> Option<oneshot::Sender<Result<(), String>>> {
+        self.ready.take()
+    }
 }

@@ -98,6 +98,28 @@ impl Agent {
         }
     }
 
+    /// Waits until `/health` on the API port answers 200: every source has
+    /// started (a file source has found the files present at startup).
+    pub fn wait_ready(&mut self, api: u16) {
+        use std::io::{Read as _, Write as _};
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("hostwatch exited with {status} before it was ready:\n{}", self.logs());
+            }
+            assert!(Instant::now() < deadline, "hostwatch was not ready:\n{}", self.logs());
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", api)) {
+                let _ = s.write_all(b"GET /health HTTP/1.0\r\n\r\n");
+                let mut answer = String::new();
+                let _ = s.read_to_string(&mut answer);
+                if answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

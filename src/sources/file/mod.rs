@@ -223,7 +223,8 @@ impl FileSource {
             *self.config.remove_after,
             progress.clone(),
         );
-        cx.ready(Ok(()));
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let ready = cx.take_ready();
         let SourceContext { id, out, shutdown, metrics, host, source_uri, .. } = cx;
         let tailer = tail::Tailer::new(
             self.settings.clone(),
@@ -249,9 +250,15 @@ impl FileSource {
                 let mut tailer = tailer;
                 watch(&mut watcher, &roots, &mut watched);
                 tailer.set_tick_hook(Box::new(move || watch(&mut watcher, &roots, &mut watched)));
-                tailer.run();
+                tailer.run(started_tx);
             })
             .map_err(|e| format!("cannot start the reader thread: {e}"))?;
+        // Started once the files present now are found (and `read_from`
+        // applied to them).
+        let _ = started_rx.await;
+        if let Some(ready) = ready {
+            let _ = ready.send(Ok(()));
+        }
         tracing::info!(component = %id, "tailing {}", self.config.include.iter().map(|i| i.value.as_str()).collect::<Vec<_>>().join(", "));
         checkpointer.run(updates_rx).await;
         let _ = tokio::task::spawn_blocking(move || reader.join()).await;

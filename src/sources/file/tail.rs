@@ -134,6 +134,8 @@ pub struct Tailer {
     open: usize,
     /// Runs at every scan (watches directories that appeared).
     tick_hook: Option<Box<dyn FnMut() + Send>>,
+    /// Reused from read to read.
+    lines_buf: Vec<Line>,
 }
 
 static LOG_LINE: Str = Str::from_static("log.line");
@@ -180,6 +182,7 @@ impl Tailer {
             ids: IdGen::new(),
             open: 0,
             tick_hook: None,
+            lines_buf: Vec::new(),
         }
     }
 
@@ -187,10 +190,11 @@ impl Tailer {
         self.tick_hook = Some(hook);
     }
 
-    /// Runs until shutdown.
-    pub fn run(mut self) {
+    /// Runs until shutdown; `started` hears once the first scan is done.
+    pub fn run(mut self, started: tokio::sync::oneshot::Sender<()>) {
         self.scan(true, true);
         let _ = self.updates.send(Update::Scanned);
+        let _ = started.send(());
         let mut next_tick = Instant::now() + self.settings.glob_interval;
         let mut next_sweep = Instant::now() + SWEEP_EVERY;
         while !self.shutdown.is_cancelled() {
@@ -599,9 +603,8 @@ impl Tailer {
         let now_us = time::now_micros();
         self.ids.set_time((now_us / 1000) as u64);
         let path = Str::from(t.path.to_string_lossy().as_ref());
-        let mut events = Vec::with_capacity(settings.read_chunk / 64);
         let mut truncated = 0u64;
-        let mut lines_in = Vec::new();
+        let mut lines_in = std::mem::take(&mut self.lines_buf);
         let before = t.lines.clone();
         let n = t.lines.read(file, &mut |line: Line| {
             truncated += line.truncated as u64;
@@ -622,10 +625,11 @@ impl Tailer {
             return Ok(0);
         }
         let now = Instant::now();
+        let mut events = Vec::with_capacity(lines_in.len());
         let make = &mut |offset: u64, message: Str, ids: &mut IdGen, events: &mut Vec<Event>| {
             events.push(log_event(ids.next_id(), now_us, &self.source, &self.host, &path, offset, message));
         };
-        for line in lines_in {
+        for line in lines_in.drain(..) {
             let text = decode(&settings, line.bytes);
             match t.multiline.as_mut() {
                 Some(m) => {
@@ -636,19 +640,23 @@ impl Tailer {
                 None => make(line.offset, text, &mut self.ids, &mut events),
             }
         }
+        self.lines_buf = lines_in;
         if truncated > 0 {
             self.file_metrics.lines_truncated.fetch_add(truncated, Relaxed);
         }
         self.metrics.bytes_in.fetch_add(n as u64, Relaxed);
         let end =
             t.multiline.as_ref().and_then(Multiline::pending_offset).unwrap_or_else(|| t.lines.consumed());
-        self.send(id, events, end);
+        // What the events hold: the text read, and per event the event, its
+        // data map and the path (shared, counted for each all the same).
+        let size = n + events.len() * (std::mem::size_of::<Event>() + 3 * 80 + path.len());
+        self.send(id, events, end, Some(size));
         Ok(n)
     }
 
     /// Sends a file's events as one batch and tells the checkpointer where
     /// it ends.
-    fn send(&mut self, id: u64, events: Vec<Event>, end: u64) {
+    fn send(&mut self, id: u64, events: Vec<Event>, end: u64, size: Option<usize>) {
         let Some(t) = self.files.get_mut(&id) else { return };
         if end < t.announced {
             return;
@@ -667,7 +675,10 @@ impl Tailer {
         let n = events.len();
         self.metrics.add_in(n);
         let (share, receiver) = ack::token();
-        let batch = EventBatch::new(events, AckSet::one(share));
+        let batch = match size {
+            Some(size) => EventBatch::with_size(events, AckSet::one(share), size),
+            None => EventBatch::new(events, AckSet::one(share)),
+        };
         let out = &mut self.out;
         let shutdown = &self.shutdown;
         let sent = self.runtime.block_on(async {
@@ -829,7 +840,7 @@ impl Tailer {
             ));
         }
         let end = t.lines.consumed();
-        self.send(id, events, end);
+        self.send(id, events, end, None);
         self.release(id, false);
     }
 
@@ -875,7 +886,7 @@ impl Tailer {
                 offset,
                 Str::from(group),
             );
-            self.send(id, vec![event], end);
+            self.send(id, vec![event], end, None);
         }
         for id in close {
             if let Some(t) = self.files.get_mut(&id)
