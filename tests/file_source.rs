@@ -357,3 +357,28 @@ async fn symlinks_late_directories_read_from_end_and_encodings() {
         assert_eq!(messages, expected, "{encoding}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rename_rotation_with_only_the_live_name_included() {
+    let receiver = Receiver::start(Mode::Accept).await;
+    receiver.count_only();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.log");
+    let api = free_port();
+    // Only `app.log`: a rotated file is read to its end through the open
+    // handle, then let go.
+    let text = config(dir.path(), &receiver, api, "")
+        .replace("app.log*", "app.log")
+        .replace("rotate_wait: 2s", "rotate_wait: 500ms");
+    let mut agent = Agent::start(&text);
+    agent.wait_ready(api);
+    let writer = LogWriter { rotate: Rotate::Rename, every: 5_000, rate: 20_000.0, ..LogWriter::new(&path) };
+    tokio::task::spawn_blocking(move || writer.write(0, 30_000)).await.unwrap();
+    receiver.wait_for_unique(30_000, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    receiver.assert_exactly_once(30_000);
+    // The rotated files were let go: one file followed, one open.
+    let metrics = common::get(&format!("http://127.0.0.1:{api}/metrics")).await.text().await.unwrap();
+    assert_eq!(common::metric(&metrics, "hostwatch_files_watched"), Some(1.0), "{metrics}");
+    assert!(common::metric(&metrics, "hostwatch_file_rotations_total").unwrap() >= 5.0, "{metrics}");
+}

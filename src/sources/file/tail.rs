@@ -210,15 +210,18 @@ impl Tailer {
                 self.scan(false, false);
                 self.poll_open();
                 self.recheck_duplicates();
+                self.publish_gauges();
                 next_tick = now + self.settings.glob_interval;
             }
             if now >= next_sweep {
                 self.sweep_closed();
+                let keep = self.settings.remove_after.as_secs();
+                let unix = super::checkpoint::unix_now();
+                self.saved.retain(|_, s| unix.saturating_sub(s.seen) < keep);
                 next_sweep = now + SWEEP_EVERY;
             }
             let worked = self.read_turn();
             self.timers(Instant::now());
-            self.publish_gauges();
             if worked || !self.queue.is_empty() {
                 continue;
             }
@@ -284,23 +287,24 @@ impl Tailer {
             }
             self.discovered(path, &meta, startup, &mut seen);
         }
-        // Paths that vanished, or now name another file.
-        let mut lost = Vec::new();
-        for path in changes.gone.iter().chain(changes.present.iter()) {
-            if let Some(&id) = self.by_path.get(path)
-                && !seen.contains(&id)
-                && self.files.get(&id).is_some_and(|t| t.path == *path && t.state == State::Live)
-            {
-                lost.push(id);
-            }
-        }
+        // Files whose path vanished or now names another file, and that
+        // were not found under another name.
+        let changed: HashSet<&PathBuf> = changes.gone.iter().chain(changes.present.iter()).collect();
+        let lost: Vec<u64> = self
+            .files
+            .iter()
+            .filter(|(id, t)| t.state == State::Live && !seen.contains(*id) && changed.contains(&t.path))
+            .map(|(id, _)| *id)
+            .collect();
         for path in &changes.gone {
             self.duplicates.remove(path);
         }
         for id in lost {
             if let Some(t) = self.files.get_mut(&id) {
                 tracing::debug!(file = %t.path.display(), "file rotated away or deleted; reading it to its end");
-                self.by_path.remove(&t.path);
+                if self.by_path.get(&t.path) == Some(&id) {
+                    self.by_path.remove(&t.path);
+                }
                 t.state = State::Gone;
                 t.last_data = Instant::now();
                 self.file_metrics.rotations.fetch_add(1, Relaxed);
