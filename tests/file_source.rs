@@ -382,3 +382,31 @@ async fn rename_rotation_with_only_the_live_name_included() {
     assert_eq!(common::metric(&metrics, "hostwatch_files_watched"), Some(1.0), "{metrics}");
     assert!(common::metric(&metrics, "hostwatch_file_rotations_total").unwrap() >= 5.0, "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_in_the_middle_of_a_copytruncate() {
+    let receiver = Receiver::start(Mode::Accept).await;
+    receiver.count_only();
+    let dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.log");
+    let api = free_port();
+    let text = with_data_dir(&config(dir.path(), &receiver, api, ""), data.path());
+    LogWriter::new(&path).write(0, 1_000);
+    let mut agent = Agent::start(&text);
+    receiver.wait_for_unique(1_000, Duration::from_secs(30)).await;
+    agent.signal("TERM");
+    assert!(agent.wait_exit(Duration::from_secs(20)).success());
+
+    // Stopped between the copy and the truncation of a copytruncate.
+    LogWriter::new(&path).write(1_000, 200);
+    std::fs::copy(&path, common::numbered(&path, 1)).unwrap();
+    let mut agent = Agent::start(&text);
+    agent.wait_ready(api);
+    receiver.wait_for_unique(1_200, Duration::from_secs(30)).await;
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
+    LogWriter::new(&path).write(1_200, 100);
+    receiver.wait_for_unique(1_300, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    receiver.assert_exactly_once(1_300);
+}

@@ -486,7 +486,13 @@ impl Tailer {
                 .get(&fp)
                 .and_then(|id| self.files.get(id))
                 .is_some_and(|t| !matches!(t.state, State::Ghost { .. }));
-            if still_taken {
+            // It may have changed itself: the original of a copy that was
+            // found first, truncated since and written again.
+            let same = File::open(&path)
+                .ok()
+                .and_then(|f| fingerprint(&f, self.settings.fingerprint_bytes).ok().flatten())
+                == Some(fp);
+            if still_taken && same {
                 continue;
             }
             self.duplicates.remove(&path);
