@@ -20,6 +20,7 @@ pub mod buffer;
 pub mod cli;
 pub mod config;
 pub mod event;
+pub mod expr;
 pub mod pipeline;
 pub mod retry;
 pub mod sinks;

@@ -46,8 +46,11 @@ fn every_component_example_is_valid() {
         let config = if example.contains("\nsources:") || example.starts_with("sources:") {
             format!("{example}\nsinks:\n  check:\n    type: console\n    inputs: [{id}]\n")
         } else if example.contains("\ntransforms:") {
+            // A route is read by its branches.
+            let output =
+                if example.contains("type: route") { format!("{id}._unmatched") } else { id.clone() };
             format!(
-                "{example}\nsources:\n  upstream:\n    type: generator\nsinks:\n  check:\n    type: console\n    inputs: [{id}]\n"
+                "{example}\nsources:\n  upstream:\n    type: generator\nsinks:\n  check:\n    type: console\n    inputs: [{output}]\n"
             )
         } else {
             format!("{example}\nsources:\n  upstream:\n    type: generator\n")

@@ -277,19 +277,24 @@ pub fn parse(
                 Ok(())
             }),
             "sources" => {
-                config.sources = components("sources", value, &mut diags, &mut graph, |ty, node| {
-                    SourceConfig::from_node(ty, node)
-                })
+                config.sources =
+                    components("sources", value, &mut diags, &mut graph, SourceConfig::from_node, |_| {
+                        Vec::new()
+                    })
             }
             "transforms" => {
-                config.transforms = components("transforms", value, &mut diags, &mut graph, |ty, node| {
-                    TransformConfig::from_node(ty, node)
-                })
+                config.transforms = components(
+                    "transforms",
+                    value,
+                    &mut diags,
+                    &mut graph,
+                    TransformConfig::from_node,
+                    TransformConfig::outputs,
+                )
             }
             "sinks" => {
-                config.sinks = components("sinks", value, &mut diags, &mut graph, |ty, node| {
-                    SinkConfig::from_node(ty, node)
-                })
+                config.sinks =
+                    components("sinks", value, &mut diags, &mut graph, SinkConfig::from_node, |_| Vec::new())
             }
             other => diags.push(Diagnostic::error(
                 Some(key.pos),
@@ -317,6 +322,7 @@ fn components<T>(
     diags: &mut Vec<Diagnostic>,
     graph: &mut Vec<GraphNode>,
     build: impl Fn(&str, &Node) -> Result<Option<T>, yaml::Error>,
+    outputs: impl Fn(&T) -> Vec<String>,
 ) -> Vec<Component<T>> {
     let has_inputs = section != "sources";
     let mut out = Vec::new();
@@ -335,8 +341,8 @@ fn components<T>(
             continue;
         };
         let at = format!("{section}.{id}");
-        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
-            let msg = "component ids may use letters, digits, `_`, `-` and `.` only";
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-')) {
+            let msg = "component ids may use letters, digits, `_` and `-` only (`.` names an output: `router.errors`)";
             diags.push(Diagnostic::error(Some(key.pos), at.as_str(), msg));
             continue;
         }
@@ -375,10 +381,21 @@ fn components<T>(
         };
         // Whatever else is wrong with it, the component takes part in the
         // graph checks, so that their errors are listed too.
-        graph.push(GraphNode { id: id.to_string(), section, pos: key.pos, inputs: inputs.clone() });
+        graph.push(GraphNode {
+            id: id.to_string(),
+            section,
+            pos: key.pos,
+            inputs: inputs.clone(),
+            outputs: None,
+        });
         let Some((ty, ty_pos)) = ty else { continue };
         match build(&ty, &body) {
-            Ok(Some(config)) => out.push(Component { id: id.to_string(), ty, pos: key.pos, inputs, config }),
+            Ok(Some(config)) => {
+                if let Some(node) = graph.last_mut() {
+                    node.outputs = Some(outputs(&config));
+                }
+                out.push(Component { id: id.to_string(), ty, pos: key.pos, inputs, config })
+            }
             Ok(None) => diags.push(Diagnostic::error(
                 Some(ty_pos),
                 format!("{at}.type"),
@@ -399,6 +416,16 @@ struct GraphNode {
     section: &'static str,
     pos: Pos,
     inputs: Vec<Spanned<String>>,
+    /// Named outputs (`router.errors`); `None` when its settings are broken.
+    outputs: Option<Vec<String>>,
+}
+
+/// `router.errors` as (`router`, Some(`errors`)).
+pub fn split_input(input: &str) -> (&str, Option<&str>) {
+    match input.split_once('.') {
+        Some((component, output)) => (component, Some(output)),
+        None => (input, None),
+    }
 }
 
 fn check_graph(graph: &[GraphNode], diags: &mut Vec<Diagnostic>) {
@@ -432,14 +459,39 @@ fn check_graph(graph: &[GraphNode], diags: &mut Vec<Diagnostic>) {
         }
         let mut seen = HashSet::new();
         for input in &node.inputs {
-            let name = input.value.as_str();
-            if !seen.insert(name) {
+            let written = input.value.as_str();
+            if !seen.insert(written) {
                 diags.push(Diagnostic::error(
                     Some(input.pos),
                     at.as_str(),
-                    format!("`{name}` is listed twice"),
+                    format!("`{written}` is listed twice"),
                 ));
                 continue;
+            }
+            let (name, output) = split_input(written);
+            if let Some(upstream) = nodes.get(name)
+                && let Some(outputs) = &upstream.outputs
+            {
+                let problem = match output {
+                    Some(o) if !outputs.iter().any(|x| x == o) => Some(if outputs.is_empty() {
+                        format!("`{name}` has a single output: write `{name}`")
+                    } else {
+                        format!(
+                            "`{name}` has no output `{o}`; its outputs are {}",
+                            list_outputs(name, outputs)
+                        )
+                    }),
+                    None if !outputs.is_empty() => Some(format!(
+                        "`{name}` has several outputs; name one: {}",
+                        list_outputs(name, outputs)
+                    )),
+                    _ => None,
+                };
+                if let Some(msg) = problem {
+                    diags.push(Diagnostic::error(Some(input.pos), at.as_str(), msg));
+                    fed.insert(name);
+                    continue;
+                }
             }
             match nodes.get(name) {
                 None => {
@@ -519,12 +571,16 @@ fn visit<'a>(
     state.insert(id, 1);
     path.push(id);
     for input in &node.inputs {
-        if let Some((name, _)) = transforms.get_key_value(input.value.as_str()) {
+        if let Some((name, _)) = transforms.get_key_value(split_input(&input.value).0) {
             visit(name, transforms, state, path, report);
         }
     }
     path.pop();
     state.insert(id, 2);
+}
+
+fn list_outputs(name: &str, outputs: &[String]) -> String {
+    outputs.iter().map(|o| format!("`{name}.{o}`")).collect::<Vec<_>>().join(", ")
 }
 
 /// The known id closest to a mistyped one, if it is close enough.

@@ -40,6 +40,13 @@ impl FieldPath {
         if first.is_empty() || rest.iter().any(String::is_empty) {
             return Err(format!("`{text}` is not a field path; write e.g. `type` or `data.client`"));
         }
+        if first == "ext" {
+            // `ext.sampledrate`: an extension attribute, as in expressions.
+            return match rest.as_slice() {
+                [name] => Ok(FieldPath::Attr(name.clone())),
+                _ => Err(format!("`{text}`: write ext.<attribute>")),
+            };
+        }
         if first != "data" && !rest.is_empty() {
             return Err(format!("`{text}`: only `data` has fields inside it"));
         }
@@ -87,7 +94,7 @@ impl fmt::Display for FieldPath {
             FieldPath::Subject => f.write_str("subject"),
             FieldPath::Host => f.write_str("host"),
             FieldPath::Time => f.write_str("time"),
-            FieldPath::Attr(a) => f.write_str(a),
+            FieldPath::Attr(a) => write!(f, "ext.{a}"),
             FieldPath::Data(p) if p.is_empty() => f.write_str("data"),
             FieldPath::Data(p) => write!(f, "data.{}", p.join(".")),
         }

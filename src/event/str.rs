@@ -50,20 +50,20 @@ impl Str {
     /// a shared allocation would cost an atomic increment per event and
     /// contention between the threads that create and drop events.
     pub fn interned(s: &str) -> Self {
-        use std::collections::HashSet;
-        use std::sync::{Mutex, OnceLock};
-        static TABLE: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
-        let table = TABLE.get_or_init(|| Mutex::new(HashSet::new()));
-        let mut table = table.lock().unwrap_or_else(|p| p.into_inner());
-        let stored = match table.get(s) {
-            Some(stored) => *stored,
-            None => {
-                let leaked: &'static str = Box::leak(s.to_string().into_boxed_str());
-                table.insert(leaked);
-                leaked
-            }
-        };
-        Str::from_static(stored)
+        Str::from_static(intern(s))
+    }
+
+    /// The part of this string that `part` is (a slice of `self`), sharing
+    /// its memory; a copy if `part` lies elsewhere.
+    pub fn slice_of(&self, part: &str) -> Str {
+        let base = self.0.as_ptr() as usize;
+        let at = part.as_ptr() as usize;
+        if at >= base && at + part.len() <= base + self.0.len() {
+            // A `&str` inside a UTF-8 string: still UTF-8.
+            Str(self.0.slice(at - base..at - base + part.len()))
+        } else {
+            Str::from(part)
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -73,6 +73,25 @@ impl Str {
 
     pub fn as_bytes(&self) -> &Bytes {
         &self.0
+    }
+}
+
+/// A copy of `s` that lives as long as the program, stored once however
+/// often it is asked for (a config reloaded a hundred times does not store
+/// its constants a hundred times).
+pub fn intern(s: &str) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static TABLE: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let table = TABLE.get_or_init(|| Mutex::new(HashSet::new()));
+    let mut table = table.lock().unwrap_or_else(|p| p.into_inner());
+    match table.get(s) {
+        Some(stored) => stored,
+        None => {
+            let leaked: &'static str = Box::leak(s.to_string().into_boxed_str());
+            table.insert(leaked);
+            leaked
+        }
     }
 }
 

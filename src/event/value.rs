@@ -44,6 +44,35 @@ impl Map {
         self.0.len()
     }
 
+    /// Sets `key`, looking for it only among the first `n` entries (those
+    /// that were there before a parser began adding distinct keys).
+    pub fn set_after(&mut self, n: usize, key: Str, value: Value) {
+        match self.position_in(&key, n) {
+            Some(i) => self.0[i].1 = value,
+            None => self.0.push((key, value)),
+        }
+    }
+
+    /// Keeps the first `n` entries.
+    pub fn truncate(&mut self, n: usize) {
+        self.0.truncate(n);
+    }
+
+    /// Where `key` is among the first `n` entries.
+    pub fn position_in(&self, key: &str, n: usize) -> Option<usize> {
+        self.0[..n.min(self.0.len())].iter().position(|(k, _)| k.as_str() == key)
+    }
+
+    pub fn set_at(&mut self, i: usize, value: Value) {
+        if let Some(slot) = self.0.get_mut(i) {
+            slot.1 = value;
+        }
+    }
+
+    pub fn reserve(&mut self, n: usize) {
+        self.0.reserve(n);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -109,6 +138,13 @@ impl Value {
     }
 
     pub fn as_object(&self) -> Option<&Map> {
+        match self {
+            Value::Object(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    pub fn as_object_mut(&mut self) -> Option<&mut Map> {
         match self {
             Value::Object(m) => Some(m),
             _ => None,

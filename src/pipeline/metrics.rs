@@ -104,6 +104,8 @@ pub struct ComponentMetrics {
     pub buffer_bytes: AtomicU64,
     /// The last error, for `/health`.
     last_error: Mutex<Option<String>>,
+    /// Transforms: expressions and parsers that failed, by reason.
+    errors: Mutex<Vec<(&'static str, u64)>>,
 }
 
 impl ComponentMetrics {
@@ -126,7 +128,21 @@ impl ComponentMetrics {
             buffer_events: AtomicU64::new(0),
             buffer_bytes: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            errors: Mutex::new(Vec::new()),
         }
+    }
+
+    pub fn add_error(&self, reason: &'static str, n: u64) {
+        if let Ok(mut errors) = self.errors.lock() {
+            match errors.iter_mut().find(|(r, _)| *r == reason) {
+                Some(slot) => slot.1 += n,
+                None => errors.push((reason, n)),
+            }
+        }
+    }
+
+    pub fn errors(&self) -> Vec<(&'static str, u64)> {
+        self.errors.lock().map(|e| e.clone()).unwrap_or_default()
     }
 
     pub fn state(&self) -> State {
@@ -317,6 +333,17 @@ impl Registry {
             let sum = c.latency_sum_us.load(Relaxed) as f64 / 1e6;
             let _ = writeln!(out, "{name}_sum{{{}}} {sum:.6}", labels(c));
             let _ = writeln!(out, "{name}_count{{{}}} {count}", labels(c));
+        }
+
+        let name = "hostwatch_transform_errors_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Events a transform's expression or parser failed on, by reason.\n# TYPE {name} counter"
+        );
+        for c in &all {
+            for (reason, n) in c.errors() {
+                let _ = writeln!(out, "{name}{{{},reason=\"{reason}\"}} {n}", labels(c));
+            }
         }
 
         let name = "hostwatch_component_up";

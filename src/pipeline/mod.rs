@@ -34,9 +34,19 @@ const TRANSFORM_INPUT: Limits = Limits { max_events: 2048, max_bytes: 8 << 20, w
 
 /// Every component built from a config, not yet running.
 pub struct Topology {
-    sources: Vec<(String, String, Source)>,
-    transforms: Vec<(String, String, Vec<String>, Transform)>,
-    sinks: Vec<(String, String, Vec<String>, BuiltSink)>,
+    sources: Vec<Part<Source>>,
+    transforms: Vec<Part<Transform>>,
+    sinks: Vec<Part<BuiltSink>>,
+}
+
+/// A built component and where it sits in the graph.
+struct Part<T> {
+    id: String,
+    ty: String,
+    inputs: Vec<String>,
+    /// Named outputs (`route` branches); empty for a single output.
+    outputs: Vec<String>,
+    built: T,
 }
 
 /// Builds every component, checking what can be checked before anything
@@ -47,7 +57,13 @@ pub fn build(config: &Config) -> Result<Topology, Vec<Diagnostic>> {
     let inputs = |c: &[crate::config::Spanned<String>]| c.iter().map(|i| i.value.clone()).collect::<Vec<_>>();
     for c in &config.sources {
         match c.config.build() {
-            Ok(s) => topology.sources.push((c.id.clone(), c.ty.clone(), s)),
+            Ok(s) => topology.sources.push(Part {
+                id: c.id.clone(),
+                ty: c.ty.clone(),
+                inputs: Vec::new(),
+                outputs: Vec::new(),
+                built: s,
+            }),
             Err(e) => {
                 errors.push(Diagnostic::error(e.pos.or(Some(c.pos)), format!("sources.{}", c.id), e.message))
             }
@@ -55,7 +71,13 @@ pub fn build(config: &Config) -> Result<Topology, Vec<Diagnostic>> {
     }
     for c in &config.transforms {
         match c.config.build() {
-            Ok(t) => topology.transforms.push((c.id.clone(), c.ty.clone(), inputs(&c.inputs), t)),
+            Ok(t) => topology.transforms.push(Part {
+                id: c.id.clone(),
+                ty: c.ty.clone(),
+                inputs: inputs(&c.inputs),
+                outputs: c.config.outputs(),
+                built: t,
+            }),
             Err(e) => errors.push(Diagnostic::error(
                 e.pos.or(Some(c.pos)),
                 format!("transforms.{}", c.id),
@@ -65,7 +87,13 @@ pub fn build(config: &Config) -> Result<Topology, Vec<Diagnostic>> {
     }
     for c in &config.sinks {
         match c.config.build(&c.id, &config.data_dir) {
-            Ok(s) => topology.sinks.push((c.id.clone(), c.ty.clone(), inputs(&c.inputs), s)),
+            Ok(s) => topology.sinks.push(Part {
+                id: c.id.clone(),
+                ty: c.ty.clone(),
+                inputs: inputs(&c.inputs),
+                outputs: Vec::new(),
+                built: s,
+            }),
             Err(e) => {
                 errors.push(Diagnostic::error(e.pos.or(Some(c.pos)), format!("sinks.{}", c.id), e.message))
             }
@@ -96,23 +124,23 @@ pub async fn start(
     let mut outputs: HashMap<String, Vec<(String, Sender)>> = HashMap::new();
 
     let mut sink_metrics = HashMap::new();
-    for (id, ty, _, sink) in &topology.sinks {
-        let m = registry.register(id, "sink", ty);
-        let (tx, rx) = channel::channel(sink.buffer, Some(m.clone()));
-        inputs.insert(id.clone(), tx);
-        receivers.insert(id.clone(), rx);
-        sink_metrics.insert(id.clone(), m);
+    for p in &topology.sinks {
+        let m = registry.register(&p.id, "sink", &p.ty);
+        let (tx, rx) = channel::channel(p.built.buffer, Some(m.clone()));
+        inputs.insert(p.id.clone(), tx);
+        receivers.insert(p.id.clone(), rx);
+        sink_metrics.insert(p.id.clone(), m);
     }
-    for (id, _, _, _) in &topology.transforms {
+    for p in &topology.transforms {
         let (tx, rx) = channel::channel(TRANSFORM_INPUT, None);
-        inputs.insert(id.clone(), tx);
-        receivers.insert(id.clone(), rx);
+        inputs.insert(p.id.clone(), tx);
+        receivers.insert(p.id.clone(), rx);
     }
     let wiring = topology
         .transforms
         .iter()
-        .map(|(id, _, ins, _)| (id, ins))
-        .chain(topology.sinks.iter().map(|(id, _, ins, _)| (id, ins)));
+        .map(|p| (&p.id, &p.inputs))
+        .chain(topology.sinks.iter().map(|p| (&p.id, &p.inputs)));
     for (id, ins) in wiring {
         if let Some(tx) = inputs.get(id) {
             for input in ins {
@@ -124,19 +152,27 @@ pub async fn start(
     drop(inputs);
 
     let mut tasks = JoinSet::new();
-    for (id, _, _, sink) in topology.sinks {
+    for Part { id, built: sink, .. } in topology.sinks {
         let (Some(rx), Some(m)) = (receivers.remove(&id), sink_metrics.remove(&id)) else { continue };
         tasks.spawn(async move { (id, "sink", sink.run(rx, m).await) });
     }
-    for (id, ty, _, transform) in topology.transforms {
+    for Part { id, ty, outputs: named, built: transform, .. } in topology.transforms {
         let Some(rx) = receivers.remove(&id) else { continue };
         let m = registry.register(&id, "transform", &ty);
-        let out = Fanout::new(outputs.remove(&id).unwrap_or_default(), m.clone());
-        tasks.spawn(async move { (id, "transform", transform.run(rx, out, m).await) });
+        // One fan-out per output: `id`, or `id.<name>` for each named one.
+        let outs = if named.is_empty() {
+            vec![Fanout::new(outputs.remove(&id).unwrap_or_default(), m.clone())]
+        } else {
+            named
+                .iter()
+                .map(|n| Fanout::new(outputs.remove(&format!("{id}.{n}")).unwrap_or_default(), m.clone()))
+                .collect()
+        };
+        tasks.spawn(async move { (id, "transform", transform.run(rx, outs, m).await) });
     }
     let stop_sources = CancellationToken::new();
     let mut ready = Vec::new();
-    for (id, ty, source) in topology.sources {
+    for Part { id, ty, built: source, .. } in topology.sources {
         let m = registry.register(&id, "source", &ty);
         let out = Fanout::new(outputs.remove(&id).unwrap_or_default(), m.clone());
         let (tx, rx) = oneshot::channel();

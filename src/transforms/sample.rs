@@ -9,7 +9,8 @@
 //! is random (`rate`) or every Nth event (`one_in`).
 //!
 //! Kept events carry the CloudEvents `sampledrate` extension attribute (1 in
-//! how many were kept), so consumers can scale counts back up.
+//! how many were kept), so consumers can scale counts back up. Events for
+//! which `keep_if` holds are never sampled away (and carry no rate).
 
 use serde::Deserialize;
 
@@ -33,9 +34,14 @@ pub struct Config {
     /// values are kept or dropped together. Default: none, each event on its own.
     #[serde(default)]
     pub key: Option<Spanned<String>>,
+    /// A CEL condition: events for which it holds are always kept (errors
+    /// count as false, and are counted). Default: none.
+    #[serde(default)]
+    pub keep_if: Option<Spanned<String>>,
 }
 
 pub struct Sample {
+    keep_if: Option<crate::expr::Expr>,
     /// Kept when the 64-bit hash (or random number) is below this.
     threshold: u64,
     one_in: Option<u64>,
@@ -70,6 +76,7 @@ impl Sample {
         };
         let threshold = if rate >= 1.0 { u64::MAX } else { (rate * u64::MAX as f64) as u64 };
         Ok(Sample {
+            keep_if: config.keep_if.as_ref().map(super::compile).transpose()?,
             threshold,
             one_in,
             key,
@@ -85,32 +92,70 @@ impl Sample {
             out.push(batch);
             return;
         }
-        let before = batch.len();
-        let Sample { threshold, one_in, key, counter, rng, scratch, .. } = self;
-        batch.retain(|event| match key {
-            Some(path) => {
-                scratch.clear();
-                if let Some(field) = path.get(event) {
-                    field.write_to(scratch);
-                }
-                stable_hash(scratch.as_bytes()) < *threshold
-            }
-            None => match one_in {
-                Some(n) => {
-                    *counter += 1;
-                    *counter % *n == 1 % *n
-                }
-                None => rng.u64(..) < *threshold,
-            },
+        const DROP: u8 = 0;
+        const SAMPLED: u8 = 1;
+        const SAVED: u8 = 2;
+        // Decide first, looking only; then keep, copying only the kept
+        // events if the batch is shared.
+        let mut decisions = Vec::with_capacity(batch.len());
+        for event in batch.events() {
+            let saved = match &self.keep_if {
+                Some(cond) => match cond.test(event) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        out.error(&e);
+                        false
+                    }
+                },
+                None => false,
+            };
+            decisions.push(if saved {
+                SAVED
+            } else if self.sampled(event) {
+                SAMPLED
+            } else {
+                DROP
+            });
+        }
+        let mut i = 0;
+        batch.retain(|_| {
+            i += 1;
+            decisions[i - 1] != DROP
         });
-        out.metrics.add_dropped(DropReason::Filtered, before - batch.len());
-        let rate = self.sampledrate.clone();
-        batch.update(|events| {
-            for e in events {
-                e.attrs.insert(Str::from_static("sampledrate"), rate.clone());
-            }
-        });
+        let dropped = decisions.iter().filter(|d| **d == DROP).count();
+        out.metrics.add_dropped(DropReason::Filtered, dropped);
+        if decisions.contains(&SAMPLED) {
+            let rate = &self.sampledrate;
+            let mut kept = decisions.iter().filter(|d| **d != DROP);
+            batch.update(|events| {
+                for e in events.iter_mut() {
+                    if kept.next() == Some(&SAMPLED) {
+                        e.attrs.insert(Str::from_static("sampledrate"), rate.clone());
+                    }
+                }
+            });
+        }
         out.push(batch);
+    }
+
+    /// Whether the sampler keeps an event (not counting `keep_if`).
+    fn sampled(&mut self, event: &crate::event::Event) -> bool {
+        match &self.key {
+            Some(path) => {
+                self.scratch.clear();
+                if let Some(field) = path.get(event) {
+                    field.write_to(&mut self.scratch);
+                }
+                stable_hash(self.scratch.as_bytes()) < self.threshold
+            }
+            None => match self.one_in {
+                Some(n) => {
+                    self.counter += 1;
+                    self.counter % n == 1 % n
+                }
+                None => self.rng.u64(..) < self.threshold,
+            },
+        }
     }
 }
 
@@ -132,52 +177,32 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{AckSet, Event, EventId, Map};
-    use crate::pipeline::metrics::ComponentMetrics;
-    use std::sync::Arc;
+    use crate::transforms::tests::{batch_of, refused, run0};
 
-    fn events(n: usize) -> EventBatch {
-        let events = (0..n)
+    fn clients(n: usize) -> EventBatch {
+        let data: Vec<String> = (0..n)
             .map(|i| {
-                let mut data = Map::new();
-                data.push(Str::from_static("client"), Value::from(format!("10.0.0.{}", i % 50)));
-                Event {
-                    id: EventId::Generated(i as u128),
-                    time: 0,
-                    ty: Str::from_static("t"),
-                    source: Str::from_static("s"),
-                    subject: None,
-                    host: Str::from_static("h"),
-                    attrs: Map::new(),
-                    data: Value::Object(data),
-                }
+                format!(
+                    r#"{{"client":"10.0.0.{}","status":{}}}"#,
+                    i % 50,
+                    if i % 100 == 7 { 503 } else { 200 }
+                )
             })
             .collect();
-        EventBatch::new(events, AckSet::new())
-    }
-
-    fn run(config: &str, n: usize) -> (Vec<Event>, u64) {
-        let node = crate::config::yaml::parse(config, &|_| None).unwrap();
-        let c: Config = crate::config::yaml::from_node(&node).unwrap();
-        let mut s = Sample::new(&c).unwrap();
-        let metrics = Arc::new(ComponentMetrics::new("s", "transform", "sample"));
-        let mut out = Outputs { batches: Vec::new(), metrics: metrics.clone() };
-        s.process(events(n), &mut out);
-        let kept = out.batches.into_iter().flat_map(|b| b.into_parts().0).collect();
-        (kept, metrics.dropped(DropReason::Filtered))
+        batch_of(&data.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
     #[test]
     fn one_in_keeps_exactly_every_nth_and_marks_the_rate() {
-        let (kept, dropped) = run("one_in: 10", 1000);
+        let (kept, metrics) = run0("sample", "one_in: 10", clients(1000));
         assert_eq!(kept.len(), 100);
-        assert_eq!(dropped, 900);
+        assert_eq!(metrics.dropped(DropReason::Filtered), 900);
         assert_eq!(kept[0].attrs.get("sampledrate"), Some(&Value::Int(10)));
     }
 
     #[test]
     fn a_key_keeps_or_drops_all_events_of_a_value() {
-        let (kept, _) = run("rate: 0.3\nkey: data.client", 5000);
+        let (kept, _) = run0("sample", "rate: 0.3\nkey: data.client", clients(5000));
         let mut by_client = std::collections::HashMap::new();
         for e in &kept {
             let c = e.data.as_object().unwrap().get("client").unwrap().as_str().unwrap().to_string();
@@ -189,6 +214,19 @@ mod tests {
     }
 
     #[test]
+    fn keep_if_is_never_sampled_away_and_carries_no_rate() {
+        let (kept, _) = run0("sample", "one_in: 1000000\nkeep_if: 'data.status >= 500'", clients(1000));
+        // The first event (1 in N keeps the first) and the ten 503s.
+        assert_eq!(kept.len(), 11);
+        let errors: Vec<_> = kept
+            .iter()
+            .filter(|e| e.data.as_object().unwrap().get("status") == Some(&Value::Int(503)))
+            .collect();
+        assert_eq!(errors.len(), 10);
+        assert!(errors.iter().all(|e| e.attrs.get("sampledrate").is_none()));
+    }
+
+    #[test]
     fn the_hash_is_stable() {
         // Fixed values: a change here changes which events every host keeps.
         assert_eq!(stable_hash(b""), 0xefd0_1f60_ba99_2926);
@@ -197,12 +235,16 @@ mod tests {
 
     #[test]
     fn bad_settings_are_refused() {
-        for bad in
-            ["rate: 1.5", "rate: 0", "one_in: 0", "{}", "rate: 0.5\none_in: 2", "rate: 0.5\nkey: data..x"]
-        {
-            let node = crate::config::yaml::parse(bad, &|_| None).unwrap();
-            let c: Config = crate::config::yaml::from_node(&node).unwrap();
-            assert!(Sample::new(&c).is_err(), "{bad}");
+        for bad in [
+            "rate: 1.5",
+            "rate: 0",
+            "one_in: 0",
+            "{}",
+            "rate: 0.5\none_in: 2",
+            "rate: 0.5\nkey: data..x",
+            "rate: 0.5\nkeep_if: '('",
+        ] {
+            let _ = refused("sample", bad);
         }
     }
 }

@@ -370,13 +370,23 @@ mod tests {
         tx.send(Update::Sent { id: 1, end: 100, ack: r1 }).unwrap();
         tx.send(Update::Sent { id: 1, end: 200, ack: r2 }).unwrap();
         tx.send(Update::Sent { id: 1, end: 300, ack: r3 }).unwrap();
+        let offset = || load(&path).ok().and_then(|f| f.first().map(|s| s.offset));
+        let wait_for = |want: u64| async move {
+            for _ in 0..500 {
+                if offset() == Some(want) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("the checkpoint did not reach {want}: {:?}", offset());
+        };
         // The second is delivered first: nothing moves until the first is.
+        wait_for(0).await;
         s2.settle(BatchStatus::Delivered);
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(load(&path).unwrap()[0].offset, 0);
+        assert_eq!(offset(), Some(0));
         s1.settle(BatchStatus::Delivered);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(load(&path).unwrap()[0].offset, 200);
+        wait_for(200).await;
         // Not delivered: the checkpoint stays.
         drop(s3);
         drop(tx);

@@ -285,7 +285,7 @@ impl Tailer {
                 self.moved(id, path);
                 continue;
             }
-            self.discovered(path, &meta, startup, &mut seen);
+            self.discovered(path, startup, &mut seen);
         }
         // Files whose path vanished or now names another file, and that
         // were not found under another name.
@@ -341,7 +341,7 @@ impl Tailer {
     }
 
     /// An inode not being followed, found at `path`.
-    fn discovered(&mut self, path: &Path, meta: &std::fs::Metadata, startup: bool, seen: &mut HashSet<u64>) {
+    fn discovered(&mut self, path: &Path, startup: bool, seen: &mut HashSet<u64>) {
         let file = match File::open(path) {
             Ok(f) => f,
             Err(e) => {
@@ -351,6 +351,17 @@ impl Tailer {
                 return;
             }
         };
+        // What was opened, not what the path named a moment before: a
+        // rotation may have renamed a new file into place in between.
+        let meta = match file.metadata() {
+            Ok(m) => m,
+            Err(_) => return,
+        };
+        if let Some(&id) = self.by_inode.get(&(meta.dev(), meta.ino())) {
+            seen.insert(id);
+            self.moved(id, path);
+            return;
+        }
         let fp = match fingerprint(&file, self.settings.fingerprint_bytes) {
             Ok(fp) => fp,
             Err(e) => {
@@ -496,10 +507,8 @@ impl Tailer {
                 continue;
             }
             self.duplicates.remove(&path);
-            if let Ok(meta) = std::fs::metadata(&path) {
-                let mut seen = HashSet::new();
-                self.discovered(&path, &meta, false, &mut seen);
-            }
+            let mut seen = HashSet::new();
+            self.discovered(&path, false, &mut seen);
         }
     }
 
@@ -771,9 +780,8 @@ impl Tailer {
         if self.by_path.get(&path) == Some(&id) {
             self.by_path.remove(&path);
         }
-        let Ok(meta) = std::fs::metadata(&path) else { return };
         let mut seen = HashSet::new();
-        self.discovered(&path, &meta, false, &mut seen);
+        self.discovered(&path, false, &mut seen);
         // The copy may be there already, waiting as a duplicate.
         self.recheck_duplicates();
     }

@@ -1,0 +1,227 @@
+//! Transforms with the real binary: an nginx access log parsed, filtered
+//! and sampled, and the set of events that arrives is exactly the one the
+//! rules predict; routing to named outputs.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::{Agent, Mode, Receiver, free_port};
+
+/// FNV-1a (64 bits) then the MurmurHash3 finalizer, as `sample` documents it.
+fn stable_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+struct Line {
+    seq: u64,
+    client: String,
+    path: &'static str,
+    status: u16,
+}
+
+fn access_line(l: &Line) -> String {
+    format!(
+        "{} - - [27/Nov/2026:03:50:{:02} +0000] \"GET {}?seq={} HTTP/1.1\" {} {} \"-\" \"curl/8.5.0\"\n",
+        l.client,
+        l.seq % 60,
+        l.path,
+        l.seq,
+        l.status,
+        100 + l.seq
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parse_filter_sample_deliver_exactly_what_the_rules_predict() {
+    let receiver = Receiver::start(Mode::Accept).await;
+    let dir = tempfile::tempdir().unwrap();
+    let paths = ["/api/items", "/health", "/api/orders", "/login"];
+    let lines: Vec<Line> = (0..3_000u64)
+        .map(|seq| Line {
+            seq,
+            client: format!("10.1.{}.{}", seq % 7, seq % 31),
+            path: paths[(seq % 4) as usize],
+            status: match seq % 13 {
+                0 => 503,
+                1 => 500,
+                2 => 404,
+                _ => 200,
+            },
+        })
+        .collect();
+    // A malformed line among them: counted and dropped (`on_error: drop`).
+    let mut text: String = lines.iter().map(access_line).collect();
+    text.push_str("this is not an access log line\n");
+    std::fs::write(dir.path().join("access.log"), text).unwrap();
+
+    let api = free_port();
+    let config = format!(
+        r#"
+data_dir: {{data_dir}}
+api: {{address: "127.0.0.1:{api}"}}
+sources:
+  access:
+    type: file
+    include: ["{dir}/*.log"]
+transforms:
+  parsed:
+    type: parse
+    inputs: [access]
+    format: nginx_combined
+    time_field: time
+    on_error: drop
+  no_health:
+    type: filter
+    inputs: [parsed]
+    condition: 'data.path.split("?")[0] != "/health"'
+  sampled:
+    type: sample
+    inputs: [no_health]
+    rate: 0.25
+    key: data.client
+    keep_if: 'data.status >= 500'
+sinks:
+  out:
+    type: http
+    inputs: [sampled]
+    url: {url}
+    batch: {{timeout: 100ms}}
+"#,
+        dir = dir.path().display(),
+        url = receiver.url()
+    );
+    // `split` is not in the language: the broken config is refused first.
+    let (code, stderr) = common::validate(&config.replace("{data_dir}", "/tmp"));
+    assert_eq!(code, 78);
+    assert!(
+        stderr.contains("transforms.no_health") && stderr.contains("unknown function `split`"),
+        "{stderr}"
+    );
+    let config =
+        config.replace(r#"data.path.split("?")[0] != "/health""#, r#"!data.path.startsWith("/health")"#);
+
+    let threshold = (0.25 * u64::MAX as f64) as u64;
+    let expected: HashSet<u64> = lines
+        .iter()
+        .filter(|l| l.path != "/health")
+        .filter(|l| l.status >= 500 || stable_hash(l.client.as_bytes()) < threshold)
+        .map(|l| l.seq)
+        .collect();
+    assert!(expected.len() > 300 && expected.len() < 2_000, "{} expected", expected.len());
+
+    let mut agent = Agent::start(&config);
+    agent.wait_ready(api);
+    receiver.wait_for_unique(expected.len() as u64, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let events = receiver.events();
+    let got: HashSet<u64> = events
+        .iter()
+        .map(|e| e["data"]["message"].as_str().unwrap())
+        .map(|m| m.split("seq=").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(got.len(), events.len(), "no event twice");
+    assert_eq!(got, expected);
+    for e in &events {
+        let status = e["data"]["status"].as_i64().unwrap();
+        assert!(e["data"]["method"] == "GET" && e["data"]["user_agent"] == "curl/8.5.0");
+        // Sampled events carry the rate; the ones keep_if saved do not.
+        if status >= 500 {
+            assert!(e.get("sampledrate").is_none(), "{e}");
+        } else {
+            assert_eq!(e["sampledrate"], 4, "{e}");
+        }
+        // The event's time is the log line's.
+        assert!(e["time"].as_str().unwrap().starts_with("2026-11-27T03:50:"), "{e}");
+    }
+    let metrics = common::get(&format!("http://127.0.0.1:{api}/metrics")).await.text().await.unwrap();
+    assert!(metrics.contains(r#"component_id="parsed",component_kind="transform",component_type="parse",reason="parse_failed"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"hostwatch_events_dropped_total{component_id="no_health",component_kind="transform",component_type="filter",reason="filtered"} 750"#), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_remap_throttle_and_dedupe_with_named_outputs() {
+    let config = r#"
+data_dir: {data_dir}
+sources:
+  gen:
+    type: generator
+    rate: 0
+    count: 300
+transforms:
+  shaped:
+    type: remap
+    inputs: [gen]
+    set:
+      data.level: 'data.seq % 10 == 0 ? "error" : "info"'
+      data.bucket: 'data.seq % 3'
+  router:
+    type: route
+    inputs: [shaped]
+    routes:
+      errors: 'data.level == "error"'
+      thirds: 'data.bucket == 0'
+  once:
+    type: dedupe
+    inputs: [router.thirds]
+    fields: [data.bucket]
+  calm:
+    type: throttle
+    inputs: [router._unmatched]
+    limit: 50
+    window: 1h
+sinks:
+  errors:
+    type: file
+    inputs: [router.errors]
+    path: '{data_dir}/errors.ndjson'
+  thirds:
+    type: file
+    inputs: [once]
+    path: '{data_dir}/thirds.ndjson'
+  rest:
+    type: file
+    inputs: [calm]
+    path: '{data_dir}/rest.ndjson'
+"#;
+    let mut agent = Agent::start(config);
+    assert!(agent.wait_exit(Duration::from_secs(30)).success(), "{}", agent.logs());
+    let read = |name: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(agent.data_dir().join(name))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let errors = read("errors.ndjson");
+    assert_eq!(errors.len(), 30);
+    assert!(errors.iter().all(|e| e["data"]["level"] == "error"));
+    // Events with seq % 3 == 0: one kept by dedupe on `bucket`.
+    assert_eq!(read("thirds.ndjson").len(), 1);
+    // Neither error nor third: 300 - 30 - 100 + 10 (both) = 180, throttled to 50.
+    assert_eq!(read("rest.ndjson").len(), 50);
+
+    // A route read without naming an output is refused.
+    let (code, stderr) = common::validate(&config.replace("inputs: [router.errors]", "inputs: [router]"));
+    assert_eq!(code, 78);
+    assert!(
+        stderr.contains(
+            "`router` has several outputs; name one: `router.errors`, `router.thirds`, `router._unmatched`"
+        ),
+        "{stderr}"
+    );
+    let (code, stderr) =
+        common::validate(&config.replace("inputs: [router.errors]", "inputs: [router.oops]"));
+    assert_eq!(code, 78);
+    assert!(stderr.contains("`router` has no output `oops`"), "{stderr}");
+}
