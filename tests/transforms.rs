@@ -108,6 +108,17 @@ sinks:
         stderr.contains("transforms.no_health") && stderr.contains("unknown function `split`"),
         "{stderr}"
     );
+    // A syntax error names the component, the YAML line and the position
+    // in the expression.
+    let (code, stderr) = common::validate(
+        &config.replace("{data_dir}", "/tmp").replace("'data.status >= 500'", "'data.status >= && true'"),
+    );
+    assert_eq!(code, 78);
+    assert!(
+        stderr.contains("agent.yaml:24:14: error: transforms.sampled")
+            && stderr.contains("line 1, column 16 of the expression: Syntax error"),
+        "{stderr}"
+    );
     let config =
         config.replace(r#"data.path.split("?")[0] != "/health""#, r#"!data.path.startsWith("/health")"#);
 
@@ -144,6 +155,21 @@ sinks:
         // The event's time is the log line's.
         assert!(e["time"].as_str().unwrap().starts_with("2026-11-27T03:50:"), "{e}");
     }
+    // Dropped events acknowledge their source: the checkpoint reaches the
+    // end of the file, past the /health lines and the malformed last line.
+    let file_len = std::fs::metadata(dir.path().join("access.log")).unwrap().len();
+    let checkpoint = agent.data_dir().join("checkpoints/access.json");
+    let mut offset = 0;
+    for _ in 0..100 {
+        let saved: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&checkpoint).unwrap_or_default()).unwrap_or_default();
+        offset = saved["files"][0]["offset"].as_u64().unwrap_or(0);
+        if offset == file_len {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(offset, file_len, "the checkpoint moved past every dropped line");
     let metrics = common::get(&format!("http://127.0.0.1:{api}/metrics")).await.text().await.unwrap();
     assert!(metrics.contains(r#"component_id="parsed",component_kind="transform",component_type="parse",reason="parse_failed"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"hostwatch_events_dropped_total{component_id="no_health",component_kind="transform",component_type="filter",reason="filtered"} 750"#), "{metrics}");
