@@ -16,8 +16,9 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::config::{BuildError, ByteSize, Duration as ConfigDuration};
-use crate::event::encode::{Codec, Encoder};
-use crate::event::{AckSet, BatchStatus, Event, EventBatch};
+use crate::event::encode::{self, Codec, Encoder};
+use crate::event::path::FieldPath;
+use crate::event::{AckSet, BatchStatus, Event, EventBatch, EventId, Value, id, time};
 
 /// `batch:` on a sink. Unset values take the sink type's defaults.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -109,6 +110,188 @@ pub struct EncodedBatch {
     pub content_type: &'static str,
     pub content_encoding: Option<&'static str>,
     pub acks: AckSet,
+    /// For sinks that publish each event as a message of its own: where each
+    /// one's value lies in `body`, and its key and attributes.
+    pub messages: Option<Messages>,
+    /// Which messages a broker confirmed, so that a retry sends only the
+    /// others (bit `i` for message `i`).
+    confirmed: std::sync::Mutex<Vec<u64>>,
+}
+
+impl EncodedBatch {
+    /// Whether the broker confirmed message `i` on an earlier attempt.
+    pub fn is_confirmed(&self, i: usize) -> bool {
+        let done = self.confirmed.lock().unwrap_or_else(|e| e.into_inner());
+        done.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    pub fn confirm(&self, i: usize) {
+        let mut done = self.confirmed.lock().unwrap_or_else(|e| e.into_inner());
+        if done.len() <= i / 64 {
+            done.resize(i / 64 + 1, 0);
+        }
+        done[i / 64] |= 1 << (i % 64);
+    }
+
+    /// The batch's events as messages (empty unless the sink asked for them).
+    pub fn messages(&self) -> impl Iterator<Item = Message<'_>> {
+        let m = self.messages.as_ref();
+        let items = m.map_or(&[][..], |m| &m.items[..]);
+        let mut start = 0usize;
+        let mut attrs_start = 0usize;
+        items.iter().map(move |item| {
+            let m = m.expect("items come from messages");
+            let value = &self.body[start..item.value_end as usize];
+            let attrs = &m.attrs[attrs_start..item.attrs_end as usize];
+            start = item.value_end as usize;
+            attrs_start = item.attrs_end as usize;
+            Message {
+                value,
+                key: item.key.map(|(a, b)| &m.text[a as usize..b as usize]),
+                attrs,
+                text: &m.text,
+            }
+        })
+    }
+}
+
+// === messages ===
+
+/// How a broker message carries an event (the CloudEvents protocol
+/// bindings): the whole structured CloudEvent as the message body, or the
+/// event's `data` as the body and its attributes as the message's headers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Structured,
+    Binary,
+}
+
+/// How a sink wants its events framed when it publishes each on its own.
+#[derive(Clone, Debug)]
+pub struct Framing {
+    pub mode: Mode,
+    /// A field whose text becomes each message's key.
+    pub key: Option<FieldPath>,
+}
+
+/// The framing of a batch's messages. Values are concatenated in the body;
+/// keys and attributes share one text buffer.
+#[derive(Debug, Default)]
+pub struct Messages {
+    items: Vec<Item>,
+    attrs: Vec<Attr>,
+    text: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Item {
+    value_end: u32,
+    key: Option<(u32, u32)>,
+    attrs_end: u32,
+}
+
+/// An attribute: name and value as ranges of the text buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Attr {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+/// One event as a message.
+pub struct Message<'a> {
+    pub value: &'a [u8],
+    pub key: Option<&'a str>,
+    attrs: &'a [Attr],
+    text: &'a str,
+}
+
+impl<'a> Message<'a> {
+    /// Binary mode: the CloudEvents attributes by their names (`id`,
+    /// `source`, `specversion`, `type`, `time`, `subject`, `datacontenttype`,
+    /// extensions), as text. Each sink adds its binding's prefix.
+    pub fn attributes(&self) -> impl Iterator<Item = (&'a str, &'a str)> + use<'a> {
+        let text = self.text;
+        self.attrs.iter().map(move |a| {
+            (&text[a.name.0 as usize..a.name.1 as usize], &text[a.value.0 as usize..a.value.1 as usize])
+        })
+    }
+}
+
+/// The content type of a structured-mode message.
+pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json; charset=utf-8";
+
+impl Messages {
+    fn mark(&self) -> (usize, usize, usize) {
+        (self.items.len(), self.attrs.len(), self.text.len())
+    }
+
+    fn rollback(&mut self, (items, attrs, text): (usize, usize, usize)) {
+        self.items.truncate(items);
+        self.attrs.truncate(attrs);
+        self.text.truncate(text);
+    }
+
+    fn attr(&mut self, name: &str, value: impl FnOnce(&mut String)) {
+        let n0 = self.text.len() as u32;
+        self.text.push_str(name);
+        let n1 = self.text.len() as u32;
+        value(&mut self.text);
+        self.attrs.push(Attr { name: (n0, n1), value: (n1, self.text.len() as u32) });
+    }
+
+    /// Encodes one event: its value into `body`, the rest here.
+    fn add(&mut self, framing: &Framing, encoder: &mut Encoder, event: &Event, body: &mut Vec<u8>) {
+        match framing.mode {
+            Mode::Structured => encoder.structured(event, body),
+            Mode::Binary => {
+                if !matches!(event.data, Value::Null) {
+                    encode::write_value(body, &event.data);
+                }
+                self.binary_attributes(event);
+            }
+        }
+        let key = framing.key.as_ref().and_then(|path| {
+            let field = path.get(event)?;
+            let start = self.text.len() as u32;
+            field.write_to(&mut self.text);
+            Some((start, self.text.len() as u32))
+        });
+        self.items.push(Item { value_end: body.len() as u32, key, attrs_end: self.attrs.len() as u32 });
+    }
+
+    fn binary_attributes(&mut self, e: &Event) {
+        self.attr("specversion", |t| t.push_str("1.0"));
+        self.attr("id", |t| match &e.id {
+            EventId::Generated(n) => {
+                let mut buf = Vec::with_capacity(36);
+                id::format_id(*n, &mut buf);
+                t.push_str(std::str::from_utf8(&buf).unwrap_or_default());
+            }
+            EventId::Given(s) => t.push_str(s),
+        });
+        self.attr("source", |t| t.push_str(&e.source));
+        self.attr("type", |t| t.push_str(&e.ty));
+        self.attr("time", |t| {
+            let mut buf = Vec::with_capacity(32);
+            time::format_rfc3339(e.time, &mut buf);
+            t.push_str(std::str::from_utf8(&buf).unwrap_or_default());
+        });
+        if let Some(subject) = &e.subject {
+            self.attr("subject", |t| t.push_str(subject));
+        }
+        self.attr("host", |t| t.push_str(&e.host));
+        if e.attrs.get("datacontenttype").is_none() && !matches!(e.data, Value::Null) {
+            self.attr("datacontenttype", |t| t.push_str("application/json"));
+        }
+        for (k, v) in e.attrs.iter() {
+            self.attr(k, |t| match v {
+                Value::Str(s) => t.push_str(s),
+                other => t.push_str(&serde_json::to_string(other).unwrap_or_default()),
+            });
+        }
+    }
 }
 
 /// Renders the destination of an event into the string it is given.
@@ -122,6 +305,7 @@ struct Open {
     deadline: Instant,
     /// The input batch whose shares this batch last took.
     generation: u64,
+    messages: Option<Messages>,
 }
 
 /// Turns a sink's incoming event batches into encoded batches.
@@ -138,6 +322,8 @@ pub struct Batcher {
     /// allocating `max_bytes` for every batch holds memory that small
     /// batches never use.
     typical: usize,
+    /// Set for sinks that publish each event on its own.
+    framing: Option<Framing>,
 }
 
 /// The most destinations with a batch open at once; past it the oldest is sent.
@@ -154,7 +340,16 @@ impl Batcher {
             generation: 0,
             key: String::new(),
             typical: 64 << 10,
+            framing: None,
         }
+    }
+
+    /// Frames each event as a message of its own (no batch framing, no
+    /// compression: the broker's client does that).
+    pub fn with_messages(mut self, framing: Framing) -> Self {
+        self.framing = Some(framing);
+        self.compression = Compression::None;
+        self
     }
 
     /// Adds the events of a batch, closing batches that fill up.
@@ -193,7 +388,10 @@ impl Batcher {
         }
         let room = (self.typical + self.typical / 4 + 4096).min(self.limits.max_bytes + 4096);
         let mut body = Vec::with_capacity(room);
-        self.encoder.begin(&mut body);
+        let messages = self.framing.as_ref().map(|_| Messages::default());
+        if messages.is_none() {
+            self.encoder.begin(&mut body);
+        }
         self.open.push(Open {
             key: self.key.clone(),
             body,
@@ -201,6 +399,7 @@ impl Batcher {
             acks: AckSet::new(),
             deadline: Instant::now() + self.limits.timeout,
             generation: 0,
+            messages,
         });
         self.open.len() - 1
     }
@@ -210,15 +409,21 @@ impl Batcher {
     fn add(&mut self, i: usize, event: &Event, acks: &AckSet, generation: u64) -> usize {
         let open = &mut self.open[i];
         let before = open.body.len();
-        self.encoder.event(event, open.events == 0, &mut open.body);
-        if open.body.len() > self.limits.max_bytes && open.events > 0 {
+        let mark = open.messages.as_ref().map(Messages::mark);
+        self.encode(i, event);
+        let open = &mut self.open[i];
+        let size = open.body.len() + open.messages.as_ref().map_or(0, |m| m.text.len());
+        if size > self.limits.max_bytes && open.events > 0 {
             // This event does not fit: send the batch without it and start
             // the next one with it.
             open.body.truncate(before);
+            if let (Some(m), Some(mark)) = (open.messages.as_mut(), mark) {
+                m.rollback(mark);
+            }
             self.close(i);
             let j = self.find_or_open();
+            self.encode(j, event);
             let open = &mut self.open[j];
-            self.encoder.event(event, true, &mut open.body);
             open.events = 1;
             open.acks.extend_from(acks);
             open.generation = generation;
@@ -232,10 +437,20 @@ impl Batcher {
         i
     }
 
+    fn encode(&mut self, i: usize, event: &Event) {
+        let open = &mut self.open[i];
+        match (&self.framing, open.messages.as_mut()) {
+            (Some(framing), Some(m)) => m.add(framing, &mut self.encoder, event, &mut open.body),
+            _ => self.encoder.event(event, open.events == 0, &mut open.body),
+        }
+    }
+
     fn close(&mut self, i: usize) {
         let open = self.open.swap_remove(i);
         let mut body = open.body;
-        self.encoder.end(&mut body);
+        if open.messages.is_none() {
+            self.encoder.end(&mut body);
+        }
         let uncompressed_bytes = body.len();
         self.typical = (self.typical * 7 + uncompressed_bytes) / 8;
         let (body, content_encoding) = match self.compression.compress(body) {
@@ -257,6 +472,8 @@ impl Batcher {
             content_type: self.encoder.codec().content_type(),
             content_encoding,
             acks: open.acks,
+            messages: open.messages,
+            confirmed: Default::default(),
         });
     }
 

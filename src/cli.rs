@@ -41,6 +41,9 @@ pub enum Command {
         /// The config file.
         #[arg(long, short, env = "HOSTWATCH_CONFIG", default_value = config::DEFAULT_PATH)]
         config: PathBuf,
+        /// Also check that each sink's destination answers (exit 69 if one does not).
+        #[arg(long)]
+        connect: bool,
     },
     /// Print a documented example of a component type, or list the types.
     Example {
@@ -54,7 +57,7 @@ pub enum Command {
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run { config } => run(&config),
-        Command::Validate { config } => validate(&config),
+        Command::Validate { config, connect } => validate(&config, connect),
         Command::Example { ty } => example(ty.as_deref()),
     }
 }
@@ -106,9 +109,12 @@ fn check(path: &Path) -> Result<(Config, pipeline::Topology, Vec<Diagnostic>), E
     }
 }
 
-fn validate(path: &Path) -> ExitCode {
+/// `validate --connect` when a destination does not answer (EX_UNAVAILABLE).
+const EXIT_UNAVAILABLE: u8 = 69;
+
+fn validate(path: &Path, connect: bool) -> ExitCode {
     match check(path) {
-        Ok((config, _, warnings)) => {
+        Ok((config, topology, warnings)) => {
             print_diagnostics(path, &warnings);
             println!(
                 "{}: valid ({} sources, {} transforms, {} sinks)",
@@ -117,7 +123,28 @@ fn validate(path: &Path) -> ExitCode {
                 config.transforms.len(),
                 config.sinks.len()
             );
-            ExitCode::SUCCESS
+            if !connect {
+                return ExitCode::SUCCESS;
+            }
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let results = runtime.block_on(topology.healthchecks(std::time::Duration::from_secs(10)));
+            let mut down = 0;
+            for (id, result) in results {
+                match result {
+                    Ok(()) => println!("sinks.{id}: reachable"),
+                    Err(e) => {
+                        down += 1;
+                        eprintln!("sinks.{id}: not reachable: {e}");
+                    }
+                }
+            }
+            if down == 0 { ExitCode::SUCCESS } else { ExitCode::from(EXIT_UNAVAILABLE) }
         }
         Err(code) => code,
     }

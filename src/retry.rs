@@ -41,6 +41,11 @@ pub struct RequestSettings {
 }
 
 impl RequestConfig {
+    /// The request timeout, before the rest is checked.
+    pub fn timeout_or_default(&self) -> Duration {
+        self.timeout.map_or(Duration::from_secs(30), |d| d.0)
+    }
+
     /// Resolves the settings; `max_concurrency` is what the sink type allows.
     pub fn resolve(
         &self,
@@ -48,7 +53,7 @@ impl RequestConfig {
         max_concurrency: usize,
     ) -> Result<RequestSettings, BuildError> {
         let s = RequestSettings {
-            timeout: self.timeout.map_or(Duration::from_secs(30), |d| d.0),
+            timeout: self.timeout_or_default(),
             concurrency: self.concurrency.unwrap_or(default_concurrency),
             initial_backoff: self.retry_initial_backoff.map_or(Duration::from_millis(200), |d| d.0),
             max_backoff: self.retry_max_backoff.map_or(Duration::from_secs(30), |d| d.0),

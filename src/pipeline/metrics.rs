@@ -101,6 +101,8 @@ pub struct ComponentMetrics {
     latency_sum_us: AtomicU64,
     /// Buffers: events and bytes waiting.
     pub buffer_events: AtomicU64,
+    /// Broker sinks: messages published and not yet confirmed.
+    pub unconfirmed: AtomicU64,
     pub buffer_bytes: AtomicU64,
     /// The last error, for `/health`.
     last_error: Mutex<Option<String>>,
@@ -126,6 +128,7 @@ impl ComponentMetrics {
             latency_count: AtomicU64::new(0),
             latency_sum_us: AtomicU64::new(0),
             buffer_events: AtomicU64::new(0),
+            unconfirmed: AtomicU64::new(0),
             buffer_bytes: AtomicU64::new(0),
             last_error: Mutex::new(None),
             errors: Mutex::new(Vec::new()),
@@ -182,9 +185,17 @@ impl ComponentMetrics {
         self.latency_sum_us.fetch_add(took.as_micros() as u64, Relaxed);
     }
 
-    pub fn set_error(&self, error: Option<String>) {
-        if let Ok(mut slot) = self.last_error.lock() {
-            *slot = error;
+    /// Records the last error; says whether it differs from the one before
+    /// (so that a sink retrying against a broker that is down logs the
+    /// trouble once, not at every attempt).
+    pub fn set_error(&self, error: Option<String>) -> bool {
+        match self.last_error.lock() {
+            Ok(mut slot) => {
+                let changed = *slot != error;
+                *slot = error;
+                changed
+            }
+            Err(_) => true,
         }
     }
 
@@ -313,6 +324,11 @@ impl Registry {
             ("hostwatch_buffer_bytes", "Estimated bytes waiting in a sink's buffer.", |c| {
                 c.buffer_bytes.load(Relaxed)
             }),
+            (
+                "hostwatch_sink_unconfirmed_messages",
+                "Messages a broker sink published and the broker has not confirmed yet.",
+                |c| c.unconfirmed.load(Relaxed),
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
             for c in all.iter().filter(|c| c.kind == "sink") {

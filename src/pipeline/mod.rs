@@ -39,6 +39,20 @@ pub struct Topology {
     sinks: Vec<Part<BuiltSink>>,
 }
 
+impl Topology {
+    /// Each sink's id and whether its destination answers within `timeout`.
+    pub async fn healthchecks(&self, timeout: std::time::Duration) -> Vec<(String, Result<(), String>)> {
+        let checks = self.sinks.iter().map(|p| async move {
+            let result = match tokio::time::timeout(timeout, p.built.sink.healthcheck(timeout)).await {
+                Ok(r) => r,
+                Err(_) => Err(format!("no answer within {}", humantime::format_duration(timeout))),
+            };
+            (p.id.clone(), result)
+        });
+        futures_util::future::join_all(checks).await
+    }
+}
+
 /// A built component and where it sits in the graph.
 struct Part<T> {
     id: String,

@@ -6,9 +6,14 @@
 //! encoding, compression, concurrent requests, retries, dead letters and
 //! acknowledgements.
 
+pub mod amqp;
 pub mod console;
 pub mod file;
 pub mod http;
+pub mod kafka;
+pub mod mqtt;
+pub mod nats;
+pub mod redis;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,7 +24,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::time::Instant;
 
-use crate::batch::{BatchConfig, BatchLimits, Batcher, Compression, EncodedBatch, Partitioner};
+use crate::batch::{BatchConfig, BatchLimits, Batcher, Compression, EncodedBatch, Framing, Partitioner};
 use crate::buffer::BufferConfig;
 use crate::config::BuildError;
 use crate::config::yaml::{self, Node};
@@ -31,9 +36,14 @@ use crate::retry::{Backoff, RequestConfig, RequestSettings, SendError};
 
 /// Every sink type, with its documented example.
 pub const TYPES: &[(&str, &str)] = &[
+    ("amqp", include_str!("amqp/example.yaml")),
     ("console", include_str!("console/example.yaml")),
     ("file", include_str!("file/example.yaml")),
     ("http", include_str!("http/example.yaml")),
+    ("kafka", include_str!("kafka/example.yaml")),
+    ("mqtt", include_str!("mqtt/example.yaml")),
+    ("nats", include_str!("nats/example.yaml")),
+    ("redis", include_str!("redis/example.yaml")),
 ];
 
 /// The settings of one sink: what every sink has, and its type's own.
@@ -50,6 +60,11 @@ pub enum SinkKind {
     Console(console::Config),
     File(file::Config),
     Http(http::Config),
+    Kafka(kafka::Config),
+    Amqp(amqp::Config),
+    Nats(nats::Config),
+    Mqtt(mqtt::Config),
+    Redis(redis::Config),
 }
 
 impl SinkConfig {
@@ -73,6 +88,11 @@ impl SinkConfig {
             "console" => SinkKind::Console(yaml::from_node(&node)?),
             "file" => SinkKind::File(yaml::from_node(&node)?),
             "http" => SinkKind::Http(yaml::from_node(&node)?),
+            "kafka" => SinkKind::Kafka(yaml::from_node(&node)?),
+            "amqp" => SinkKind::Amqp(yaml::from_node(&node)?),
+            "nats" => SinkKind::Nats(yaml::from_node(&node)?),
+            "mqtt" => SinkKind::Mqtt(yaml::from_node(&node)?),
+            "redis" => SinkKind::Redis(yaml::from_node(&node)?),
             _ => return Ok(None),
         };
         Ok(Some(SinkConfig {
@@ -89,12 +109,20 @@ impl SinkConfig {
             SinkKind::Console(c) => console::build(c)?,
             SinkKind::File(c) => file::build(c)?,
             SinkKind::Http(c) => http::build(c)?,
+            SinkKind::Kafka(c) => kafka::build(c, self.request.timeout_or_default())?,
+            SinkKind::Amqp(c) => amqp::build(c)?,
+            SinkKind::Nats(c) => nats::build(c)?,
+            SinkKind::Mqtt(c) => mqtt::build(c, id)?,
+            SinkKind::Redis(c) => redis::build(c)?,
         };
         let limits = self.batch.resolve(parts.batch)?;
         let request = self.request.resolve(parts.concurrency, parts.max_concurrency)?;
         Ok(BuiltSink {
             sink,
-            batcher: Batcher::new(limits, parts.codec, parts.compression),
+            batcher: match parts.framing {
+                Some(f) => Batcher::new(limits, parts.codec, parts.compression).with_messages(f),
+                None => Batcher::new(limits, parts.codec, parts.compression),
+            },
             partitioner: parts.partitioner,
             buffer: self.buffer.limits()?,
             request,
@@ -112,6 +140,8 @@ pub struct Parts {
     pub concurrency: usize,
     pub max_concurrency: usize,
     pub partitioner: Option<Box<Partitioner>>,
+    /// Set by sinks that publish each event as a message of its own.
+    pub framing: Option<Framing>,
 }
 
 /// A built sink type: sends one encoded batch.
@@ -119,15 +149,64 @@ pub enum Sink {
     Console(console::Sink),
     File(file::Sink),
     Http(http::Sink),
+    Kafka(kafka::Sink),
+    Amqp(amqp::Sink),
+    Nats(nats::Sink),
+    Mqtt(mqtt::Sink),
+    Redis(redis::Sink),
 }
 
 impl Sink {
-    async fn send(&self, batch: &EncodedBatch) -> Result<(), SendError> {
+    async fn send(&self, batch: &EncodedBatch, metrics: &ComponentMetrics) -> Result<(), SendError> {
         match self {
             Sink::Console(s) => s.send(batch).await,
             Sink::File(s) => s.send(batch).await,
             Sink::Http(s) => s.send(batch).await,
+            Sink::Kafka(s) => s.send(batch, metrics).await,
+            Sink::Amqp(s) => s.send(batch, metrics).await,
+            Sink::Nats(s) => s.send(batch, metrics).await,
+            Sink::Mqtt(s) => s.send(batch, metrics).await,
+            Sink::Redis(s) => s.send(batch, metrics).await,
         }
+    }
+
+    /// Whether the destination answers (brokers: a connection, or the
+    /// cluster's metadata). Sinks without a remote end are always healthy.
+    pub async fn healthcheck(&self, timeout: Duration) -> Result<(), String> {
+        match self {
+            Sink::Console(_) | Sink::File(_) | Sink::Http(_) => Ok(()),
+            Sink::Kafka(s) => s.healthcheck(timeout).await,
+            Sink::Amqp(s) => s.healthcheck().await,
+            Sink::Nats(s) => s.healthcheck().await,
+            Sink::Mqtt(s) => s.healthcheck().await,
+            Sink::Redis(s) => s.healthcheck().await,
+        }
+    }
+}
+
+/// Counts a broker sink's published, unconfirmed messages in its metrics;
+/// whatever is left when it is dropped (a cancelled request) is taken back.
+pub struct Unconfirmed<'a> {
+    gauge: &'a AtomicU64,
+    left: u64,
+}
+
+impl<'a> Unconfirmed<'a> {
+    pub fn new(gauge: &'a AtomicU64, n: usize) -> Self {
+        gauge.fetch_add(n as u64, Relaxed);
+        Unconfirmed { gauge, left: n as u64 }
+    }
+
+    pub fn confirmed(&mut self, n: u64) {
+        let n = n.min(self.left);
+        self.left -= n;
+        self.gauge.fetch_sub(n, Relaxed);
+    }
+}
+
+impl Drop for Unconfirmed<'_> {
+    fn drop(&mut self) {
+        self.gauge.fetch_sub(self.left, Relaxed);
     }
 }
 
@@ -152,6 +231,11 @@ impl BuiltSink {
         let mut inflight = FuturesUnordered::new();
         let mut input_open = true;
         metrics.set_state(State::Running);
+        // Say so at once if the destination is not there; the events wait.
+        if let Err(e) = sink.healthcheck(Duration::from_secs(5)).await {
+            tracing::warn!(component = %metrics.id, "not reachable at start, events wait for it: {e}");
+            metrics.set_error(Some(e));
+        }
         loop {
             while inflight.len() < request.concurrency {
                 let Some(batch) = batcher.pop() else { break };
@@ -203,7 +287,7 @@ async fn deliver(
     loop {
         metrics.requests.fetch_add(1, Relaxed);
         let started = std::time::Instant::now();
-        let result = match tokio::time::timeout(request.timeout, sink.send(&batch)).await {
+        let result = match tokio::time::timeout(request.timeout, sink.send(&batch, metrics)).await {
             Ok(r) => r,
             Err(_) => Err(SendError::retry(format!(
                 "no answer within {}",
@@ -228,14 +312,12 @@ async fn deliver(
                 metrics.retries.fetch_add(1, Relaxed);
                 metrics.set_state(State::Retrying);
                 let delay = backoff.delay(after);
-                tracing::warn!(
-                    component = %metrics.id,
-                    events = batch.events,
-                    attempt = failures,
-                    retry_in = %humantime::format_duration(Duration::from_millis(delay.as_millis() as u64)),
-                    "{reason}"
-                );
-                metrics.set_error(Some(reason));
+                let retry_in = humantime::format_duration(Duration::from_millis(delay.as_millis() as u64));
+                if metrics.set_error(Some(reason.clone())) {
+                    tracing::warn!(component = %metrics.id, events = batch.events, attempt = failures, %retry_in, "{reason}");
+                } else {
+                    tracing::debug!(component = %metrics.id, events = batch.events, attempt = failures, %retry_in, "{reason}");
+                }
                 tokio::time::sleep(delay).await;
             }
             Err(SendError::Permanent(reason)) => {

@@ -47,6 +47,7 @@ pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
         concurrency: 1,
         max_concurrency: 1,
         partitioner: None,
+        framing: None,
     };
     Ok((super::Sink::Console(sink), parts))
 }

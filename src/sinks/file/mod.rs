@@ -93,6 +93,7 @@ pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
         concurrency: 1,
         max_concurrency: 1,
         partitioner,
+        framing: None,
     };
     Ok((super::Sink::File(sink), parts))
 }

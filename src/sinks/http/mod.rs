@@ -146,6 +146,7 @@ pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
         concurrency: 4,
         max_concurrency: 1024,
         partitioner: None,
+        framing: None,
     };
     let sink = Sink { client: tokio::sync::OnceCell::new(), extra_roots, url, headers };
     Ok((super::Sink::Http(sink), parts))

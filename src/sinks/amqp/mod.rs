@@ -1,0 +1,216 @@
+//! `amqp`: each event an AMQP 0-9-1 message (RabbitMQ), through lapin.
+//!
+//! Messages are published persistent and `mandatory` on a channel in
+//! confirm mode; an event counts as delivered when the broker confirmed it.
+//! A message the broker could not route (no queue bound) or refused is
+//! retried, not dropped. A lost connection is opened again on the next
+//! attempt, with the sink's backoff.
+//!
+//! CloudEvents AMQP binding: `structured` sends the whole event with
+//! content type `application/cloudevents+json`; `binary` sends `data` with
+//! its content type and the attributes as `cloudEvents:`-prefixed
+//! application properties.
+
+use lapin::Confirmation;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use serde::Deserialize;
+
+use super::{Parts, Unconfirmed};
+use crate::batch::{BatchLimits, Compression, EncodedBatch, Framing, Mode, STRUCTURED_CONTENT_TYPE};
+use crate::config::{BuildError, Spanned};
+use crate::event::encode::Codec;
+use crate::pipeline::metrics::ComponentMetrics;
+use crate::retry::SendError;
+use crate::template::{self, Template};
+
+/// `type: amqp`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The broker, `amqp://user:password@host:port/vhost` (`amqps://` for
+    /// TLS). Required.
+    pub url: Spanned<String>,
+    /// The exchange to publish to. Default: `""` (the default exchange,
+    /// which routes by queue name).
+    #[serde(default)]
+    pub exchange: String,
+    /// The routing key; may contain fields in braces (`events.{type}`).
+    /// Required.
+    pub routing_key: Spanned<String>,
+    /// `structured` or `binary` (see above). Default: `structured`.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Persistent messages (delivery mode 2), kept by durable queues across
+    /// a broker restart. Default: `true`.
+    #[serde(default = "yes")]
+    pub persistent: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+pub struct Sink {
+    url: String,
+    exchange: ShortString,
+    fixed: Option<String>,
+    mode: Mode,
+    persistent: bool,
+    channel: tokio::sync::Mutex<Option<(Connection, Channel)>>,
+}
+
+pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
+    if !(config.url.value.starts_with("amqp://") || config.url.value.starts_with("amqps://")) {
+        return Err(BuildError::at(config.url.pos, "`url` must start with amqp:// or amqps://"));
+    }
+    let exchange = ShortString::try_new(config.exchange.clone())
+        .map_err(|_| BuildError::new("`exchange` is longer than 255 bytes"))?;
+    let mut tpl =
+        Template::parse(&config.routing_key.value).map_err(|e| BuildError::at(config.routing_key.pos, e))?;
+    let fixed = tpl.is_constant().then(|| config.routing_key.value.clone());
+    let partitioner: Option<Box<crate::batch::Partitioner>> = if fixed.is_some() {
+        None
+    } else {
+        Some(Box::new(move |event, out: &mut String| tpl.render(event, out, template::raw)))
+    };
+    let sink = Sink {
+        url: config.url.value.clone(),
+        exchange,
+        fixed,
+        mode: config.mode,
+        persistent: config.persistent,
+        channel: tokio::sync::Mutex::new(None),
+    };
+    let parts = Parts {
+        codec: Codec::Ndjson,
+        compression: Compression::None,
+        batch: BatchLimits::DEFAULT,
+        concurrency: 4,
+        max_concurrency: 64,
+        partitioner,
+        framing: Some(Framing { mode: config.mode, key: None }),
+    };
+    Ok((super::Sink::Amqp(sink), parts))
+}
+
+impl Sink {
+    /// The open channel, or a new connection and channel in confirm mode.
+    async fn channel(&self) -> Result<Channel, String> {
+        let mut slot = self.channel.lock().await;
+        if let Some((conn, ch)) = slot.as_ref()
+            && conn.status().connected()
+            && ch.status().connected()
+        {
+            return Ok(ch.clone());
+        }
+        *slot = None;
+        let conn = Connection::connect(&self.url, ConnectionProperties::default())
+            .await
+            .map_err(|e| format!("cannot connect to the AMQP broker: {e}"))?;
+        let ch = conn.create_channel().await.map_err(|e| format!("cannot open an AMQP channel: {e}"))?;
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| format!("the broker refused publisher confirms: {e}"))?;
+        *slot = Some((conn, ch.clone()));
+        Ok(ch)
+    }
+
+    async fn forget(&self) {
+        *self.channel.lock().await = None;
+    }
+
+    fn properties(&self, m: &crate::batch::Message<'_>) -> BasicProperties {
+        let mut p = BasicProperties::default();
+        if self.persistent {
+            p = p.with_delivery_mode(2);
+        }
+        match self.mode {
+            Mode::Structured => p.with_content_type(STRUCTURED_CONTENT_TYPE.into()),
+            Mode::Binary => {
+                let mut headers = FieldTable::default();
+                for (k, v) in m.attributes() {
+                    if k == "datacontenttype" {
+                        if let Ok(ct) = ShortString::try_new(v) {
+                            p = p.with_content_type(ct);
+                        }
+                        continue;
+                    }
+                    if let Ok(name) = ShortString::try_new(format!("cloudEvents:{k}")) {
+                        headers.insert(name, AMQPValue::LongString(LongString::from(v)));
+                    }
+                }
+                p.with_headers(headers)
+            }
+        }
+    }
+
+    pub async fn send(&self, batch: &EncodedBatch, metrics: &ComponentMetrics) -> Result<(), SendError> {
+        let key = match (&self.fixed, &batch.partition) {
+            (Some(k), _) => k.as_str(),
+            (None, Some(k)) => k.as_str(),
+            (None, None) => return Err(SendError::Permanent("no routing key".to_string())),
+        };
+        let routing_key = ShortString::try_new(key)
+            .map_err(|_| SendError::Permanent(format!("routing key `{key}` is longer than 255 bytes")))?;
+        let channel = self.channel().await.map_err(SendError::retry)?;
+        let options = BasicPublishOptions { mandatory: true, immediate: false };
+        let mut pending = Vec::with_capacity(batch.events);
+        let mut failure = None;
+        for (i, m) in batch.messages().enumerate() {
+            if batch.is_confirmed(i) {
+                continue;
+            }
+            let props = self.properties(&m);
+            match channel
+                .basic_publish(self.exchange.clone(), routing_key.clone(), options, m.value, props)
+                .await
+            {
+                Ok(confirm) => pending.push((i, confirm)),
+                Err(e) => {
+                    failure = Some(format!("cannot publish: {e}"));
+                    break;
+                }
+            }
+        }
+        let mut unconfirmed = Unconfirmed::new(&metrics.unconfirmed, pending.len());
+        let mut failed = 0usize;
+        for (i, confirm) in pending {
+            let result = confirm.await;
+            unconfirmed.confirmed(1);
+            match result {
+                Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => batch.confirm(i),
+                Ok(Confirmation::Ack(Some(_))) | Ok(Confirmation::Nack(Some(_))) => {
+                    failed += 1;
+                    failure.get_or_insert_with(|| {
+                        format!("no queue is bound for routing key `{key}` on exchange `{}`", self.exchange)
+                    });
+                }
+                Ok(Confirmation::Nack(None)) => {
+                    failed += 1;
+                    failure.get_or_insert_with(|| "the broker refused the message (nack)".to_string());
+                }
+                Err(e) => {
+                    failed += 1;
+                    failure.get_or_insert_with(|| format!("no confirmation: {e}"));
+                }
+            }
+        }
+        match failure {
+            None => Ok(()),
+            Some(reason) => {
+                if !channel.status().connected() {
+                    self.forget().await;
+                }
+                Err(SendError::retry(format!(
+                    "{failed} message(s) not confirmed by the AMQP broker: {reason}"
+                )))
+            }
+        }
+    }
+
+    pub async fn healthcheck(&self) -> Result<(), String> {
+        self.channel().await.map(|_| ())
+    }
+}

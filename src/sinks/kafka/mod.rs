@@ -1,0 +1,332 @@
+//! `kafka`: each event a Kafka message, through librdkafka.
+//!
+//! An event counts as delivered when its delivery report says the broker
+//! has it (`acks: all`, idempotent producer by default). While the brokers
+//! are down, messages wait in librdkafka's queue for `message.timeout.ms`
+//! (set just below the sink's `request.timeout`), then the batch is retried
+//! — only its unconfirmed messages — and the sink takes no new events, so
+//! the pressure reaches the sources: nothing is purged, and a file
+//! checkpoint never moves past an event Kafka has not got.
+//!
+//! CloudEvents Kafka binding: `structured` sends the whole event as the
+//! value with `content-type: application/cloudevents+json`; `binary` sends
+//! `data` as the value, the attributes as `ce_*` headers and the content
+//! type as `content-type`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use serde::Deserialize;
+
+use super::{Parts, Unconfirmed};
+use crate::batch::{BatchLimits, Compression, EncodedBatch, Framing, Mode, STRUCTURED_CONTENT_TYPE};
+use crate::config::{BuildError, Spanned};
+use crate::event::encode::Codec;
+use crate::event::path::FieldPath;
+use crate::pipeline::metrics::ComponentMetrics;
+use crate::retry::SendError;
+use crate::template::{self, Template};
+
+/// `type: kafka`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The bootstrap brokers, `host:port`. Required.
+    pub brokers: Vec<String>,
+    /// The topic; may contain fields in braces (`host-{type}`) and strftime
+    /// sequences. Required.
+    pub topic: Spanned<String>,
+    /// A field whose text is the message key (`subject`, `data.client`), so
+    /// that one key's events stay in order on one partition. Default: none
+    /// (librdkafka spreads the messages).
+    #[serde(default)]
+    pub key: Option<Spanned<String>>,
+    /// `structured` (the whole CloudEvent as the value) or `binary` (`data` as
+    /// the value, attributes as `ce_*` headers). Default: `structured`.
+    #[serde(default)]
+    pub mode: Mode,
+    /// `none`, `gzip`, `lz4`, `zstd` or `snappy`, per producer batch. Default: `none`.
+    #[serde(default)]
+    pub compression: KafkaCompression,
+    /// `all` (every in-sync replica), `1` (the leader) or `0` (no
+    /// acknowledgement: at most once). Default: `all`.
+    #[serde(default = "default_acks")]
+    pub acks: String,
+    /// The idempotent producer: no duplicates from librdkafka's own retries,
+    /// order kept. Default: `true`.
+    #[serde(default = "yes")]
+    pub idempotence: bool,
+    /// SASL authentication. Default: none.
+    #[serde(default)]
+    pub sasl: Option<SaslConfig>,
+    /// TLS to the brokers. Default: plain text.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// librdkafka settings passed as they are (`linger.ms`,
+    /// `queue.buffering.max.kbytes`...); they override the ones above.
+    /// Default: none.
+    #[serde(default)]
+    pub librdkafka_options: BTreeMap<String, String>,
+}
+
+fn default_acks() -> String {
+    "all".to_string()
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaCompression {
+    #[default]
+    None,
+    Gzip,
+    Lz4,
+    Zstd,
+    Snappy,
+}
+
+/// `sasl:` on a kafka sink.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaslConfig {
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`. Required.
+    pub mechanism: Spanned<String>,
+    /// Required.
+    pub username: String,
+    /// Required; write `${KAFKA_PASSWORD}` to take it from the environment.
+    pub password: String,
+}
+
+/// `tls:` on a kafka sink.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// A PEM file of CA certificates. Default: the system's.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// A client certificate (PEM) for mutual TLS. Default: none.
+    #[serde(default)]
+    pub cert_file: Option<String>,
+    /// The client certificate's key (PEM). Default: none.
+    #[serde(default)]
+    pub key_file: Option<String>,
+}
+
+pub struct Sink {
+    config: ClientConfig,
+    /// Rebuilt after a fatal error (an idempotent producer that lost track
+    /// of its sequence numbers cannot go on).
+    producer: Mutex<Arc<FutureProducer>>,
+    /// The topic when it does not depend on the event.
+    fixed: Option<String>,
+    mode: Mode,
+}
+
+pub fn build(config: &Config, request_timeout: Duration) -> Result<(super::Sink, Parts), BuildError> {
+    if config.brokers.is_empty() {
+        return Err(BuildError::new("`brokers` needs at least one `host:port`"));
+    }
+    let mut tpl = Template::parse(&config.topic.value).map_err(|e| BuildError::at(config.topic.pos, e))?;
+    if config.topic.value.is_empty() {
+        return Err(BuildError::at(config.topic.pos, "`topic` is empty"));
+    }
+    let key = match &config.key {
+        Some(k) => Some(FieldPath::parse(&k.value).map_err(|e| BuildError::at(k.pos, e))?),
+        None => None,
+    };
+    if !matches!(config.acks.as_str(), "all" | "-1" | "1" | "0") {
+        return Err(BuildError::new(format!("`acks` is `all`, `1` or `0`, not `{}`", config.acks)));
+    }
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", config.brokers.join(","))
+        .set("acks", &config.acks)
+        .set("enable.idempotence", config.idempotence.to_string())
+        .set(
+            "compression.codec",
+            match config.compression {
+                KafkaCompression::None => "none",
+                KafkaCompression::Gzip => "gzip",
+                KafkaCompression::Lz4 => "lz4",
+                KafkaCompression::Zstd => "zstd",
+                KafkaCompression::Snappy => "snappy",
+            },
+        )
+        // A delivery report always comes before the sink gives up on the
+        // request, so a message is never both queued and resent.
+        .set("message.timeout.ms", message_timeout(request_timeout).as_millis().to_string())
+        .set("linger.ms", "5")
+        // librdkafka logs through the `log` crate otherwise; connection
+        // trouble reaches the operator through the sink's errors.
+        .set("log_level", "3");
+    if let Some(sasl) = &config.sasl {
+        let m = sasl.mechanism.value.to_ascii_uppercase();
+        if !matches!(m.as_str(), "PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512") {
+            return Err(BuildError::at(
+                sasl.mechanism.pos,
+                "`mechanism` is `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`",
+            ));
+        }
+        cc.set("security.protocol", if config.tls.is_some() { "sasl_ssl" } else { "sasl_plaintext" })
+            .set("sasl.mechanism", m)
+            .set("sasl.username", &sasl.username)
+            .set("sasl.password", &sasl.password);
+    } else if config.tls.is_some() {
+        cc.set("security.protocol", "ssl");
+    }
+    if let Some(tls) = &config.tls {
+        for (key, file) in [
+            ("ssl.ca.location", &tls.ca_file),
+            ("ssl.certificate.location", &tls.cert_file),
+            ("ssl.key.location", &tls.key_file),
+        ] {
+            if let Some(f) = file {
+                if !std::path::Path::new(f).is_file() {
+                    return Err(BuildError::new(format!("`tls`: cannot read {f}")));
+                }
+                cc.set(key, f);
+            }
+        }
+    }
+    for (k, v) in &config.librdkafka_options {
+        cc.set(k, v);
+    }
+    let producer: FutureProducer =
+        cc.create().map_err(|e| BuildError::new(format!("invalid Kafka producer settings: {e}")))?;
+    let fixed = tpl.is_constant().then(|| config.topic.value.clone());
+    let partitioner: Option<Box<crate::batch::Partitioner>> = if fixed.is_some() {
+        None
+    } else {
+        Some(Box::new(move |event, out: &mut String| tpl.render(event, out, template::raw)))
+    };
+    let sink = Sink { config: cc, producer: Mutex::new(Arc::new(producer)), fixed, mode: config.mode };
+    let parts = Parts {
+        codec: Codec::Ndjson,
+        compression: Compression::None,
+        batch: BatchLimits::DEFAULT,
+        concurrency: 4,
+        max_concurrency: 64,
+        partitioner,
+        framing: Some(Framing { mode: config.mode, key }),
+    };
+    Ok((super::Sink::Kafka(sink), parts))
+}
+
+/// librdkafka's `message.timeout.ms` for a sink request timeout.
+fn message_timeout(request: Duration) -> Duration {
+    (request.mul_f64(0.9)).max(Duration::from_millis(500))
+}
+
+impl Sink {
+    fn producer(&self) -> Arc<FutureProducer> {
+        self.producer.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub async fn send(&self, batch: &EncodedBatch, metrics: &ComponentMetrics) -> Result<(), SendError> {
+        let topic = match (&self.fixed, &batch.partition) {
+            (Some(t), _) => t.as_str(),
+            (None, Some(t)) => t.as_str(),
+            (None, None) => return Err(SendError::Permanent("no topic".to_string())),
+        };
+        let producer = self.producer();
+        let mut pending = Vec::with_capacity(batch.events);
+        let mut failure = None;
+        for (i, m) in batch.messages().enumerate() {
+            if batch.is_confirmed(i) {
+                continue;
+            }
+            let mut headers = OwnedHeaders::new_with_capacity(if self.mode == Mode::Binary { 8 } else { 1 });
+            match self.mode {
+                Mode::Structured => {
+                    headers =
+                        headers.insert(Header { key: "content-type", value: Some(STRUCTURED_CONTENT_TYPE) });
+                }
+                Mode::Binary => {
+                    let mut name = String::with_capacity(24);
+                    for (k, v) in m.attributes() {
+                        name.clear();
+                        if k == "datacontenttype" {
+                            name.push_str("content-type");
+                        } else {
+                            name.push_str("ce_");
+                            name.push_str(k);
+                        }
+                        headers = headers.insert(Header { key: &name, value: Some(v) });
+                    }
+                }
+            }
+            let mut record = FutureRecord::to(topic).payload(m.value).headers(headers);
+            if let Some(k) = m.key {
+                record = record.key(k);
+            }
+            // A full local queue: wait for librdkafka to drain it.
+            let mut record = Some(record);
+            while let Some(r) = record.take() {
+                match producer.send_result(r) {
+                    Ok(f) => pending.push((i, f)),
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        record = Some(r);
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    Err((e, _)) => {
+                        failure = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            if failure.is_some() {
+                break;
+            }
+        }
+        let mut unconfirmed = Unconfirmed::new(&metrics.unconfirmed, pending.len());
+        let mut failed = 0usize;
+        for (i, f) in pending {
+            let result = f.await;
+            unconfirmed.confirmed(1);
+            match result {
+                Ok(Ok(_)) => batch.confirm(i),
+                Ok(Err((e, _))) => {
+                    failed += 1;
+                    failure.get_or_insert_with(|| e.to_string());
+                }
+                Err(_) => {
+                    failed += 1;
+                    failure.get_or_insert_with(|| "the producer was closed".to_string());
+                }
+            }
+        }
+        match failure {
+            None => Ok(()),
+            Some(reason) => {
+                if let Some((code, why)) = producer.client().fatal_error() {
+                    tracing::warn!("Kafka producer failed for good ({code:?}: {why}); starting a new one");
+                    if let Ok(p) = self.config.create::<FutureProducer>() {
+                        *self.producer.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
+                    }
+                }
+                Err(SendError::retry(format!("{failed} message(s) not delivered to Kafka: {reason}")))
+            }
+        }
+    }
+
+    /// Whether a broker answers: the cluster's metadata within `timeout`.
+    pub async fn healthcheck(&self, timeout: Duration) -> Result<(), String> {
+        let producer = self.producer();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, timeout)
+                .map(|_| ())
+                .map_err(|e| format!("no Kafka broker answered: {e}"))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+}

@@ -1,0 +1,194 @@
+//! `nats`: each event a NATS message, through async-nats.
+//!
+//! With `jetstream: true` (the default) each message is published to a
+//! JetStream stream and counts as delivered when the stream acknowledged
+//! it; a stream must capture the subject. With `jetstream: false` it goes
+//! to core NATS, which confirms nothing: a message published while the
+//! server is unreachable may be lost (at most once). The client reconnects
+//! on its own.
+//!
+//! CloudEvents NATS binding: `structured` sends the whole event with
+//! `content-type: application/cloudevents+json`; `binary` sends `data`
+//! with its content type and the attributes as `ce-*` headers.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use serde::Deserialize;
+
+use super::{Parts, Unconfirmed};
+use crate::batch::{BatchLimits, Compression, EncodedBatch, Framing, Mode, STRUCTURED_CONTENT_TYPE};
+use crate::config::{BuildError, Spanned};
+use crate::event::encode::Codec;
+use crate::pipeline::metrics::ComponentMetrics;
+use crate::retry::SendError;
+use crate::template::Template;
+
+/// `type: nats`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The server, `nats://host:port` (several separated by commas). Required.
+    pub url: Spanned<String>,
+    /// The subject; may contain fields in braces (`events.{type}`). Required.
+    pub subject: Spanned<String>,
+    /// Publish to JetStream and wait for its acknowledgement; `false`
+    /// publishes to core NATS, at most once. Default: `true`.
+    #[serde(default = "yes")]
+    pub jetstream: bool,
+    /// `structured` or `binary` (see above). Default: `structured`.
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+fn yes() -> bool {
+    true
+}
+
+pub struct Sink {
+    url: String,
+    client: tokio::sync::OnceCell<async_nats::Client>,
+    fixed: Option<String>,
+    jetstream: bool,
+    mode: Mode,
+}
+
+pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
+    if !config.url.value.split(',').all(|u| u.trim().starts_with("nats://") || u.trim().starts_with("tls://"))
+    {
+        return Err(BuildError::at(config.url.pos, "`url` must start with nats:// or tls://"));
+    }
+    let mut tpl =
+        Template::parse(&config.subject.value).map_err(|e| BuildError::at(config.subject.pos, e))?;
+    if config.subject.value.is_empty() || config.subject.value.contains(char::is_whitespace) {
+        return Err(BuildError::at(config.subject.pos, "`subject` may not be empty or hold spaces"));
+    }
+    let fixed = tpl.is_constant().then(|| config.subject.value.clone());
+    let partitioner: Option<Box<crate::batch::Partitioner>> = if fixed.is_some() {
+        None
+    } else {
+        Some(Box::new(move |event, out: &mut String| tpl.render(event, out, subject_token)))
+    };
+    let sink = Sink {
+        url: config.url.value.clone(),
+        client: tokio::sync::OnceCell::new(),
+        fixed,
+        jetstream: config.jetstream,
+        mode: config.mode,
+    };
+    let parts = Parts {
+        codec: Codec::Ndjson,
+        compression: Compression::None,
+        batch: BatchLimits::DEFAULT,
+        concurrency: 4,
+        max_concurrency: 64,
+        partitioner,
+        framing: Some(Framing { mode: config.mode, key: None }),
+    };
+    Ok((super::Sink::Nats(sink), parts))
+}
+
+/// Keeps a field value inside one subject token: no spaces, dots or wildcards.
+fn subject_token(value: &str, out: &mut String) {
+    for c in value.chars() {
+        out.push(if c.is_whitespace() || c == '.' || c == '*' || c == '>' { '_' } else { c });
+    }
+}
+
+impl Sink {
+    async fn client(&self) -> Result<&async_nats::Client, String> {
+        self.client
+            .get_or_try_init(|| async {
+                // Connects in the background and reconnects by itself; a
+                // server that is down at start is not an error.
+                async_nats::ConnectOptions::new()
+                    .retry_on_initial_connect()
+                    .connection_timeout(Duration::from_secs(5))
+                    .connect(self.url.as_str())
+                    .await
+                    .map_err(|e| format!("cannot connect to NATS: {e}"))
+            })
+            .await
+    }
+
+    fn headers(&self, m: &crate::batch::Message<'_>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        match self.mode {
+            Mode::Structured => h.insert("content-type", STRUCTURED_CONTENT_TYPE),
+            Mode::Binary => {
+                for (k, v) in m.attributes() {
+                    if k == "datacontenttype" {
+                        h.insert("content-type", v);
+                    } else {
+                        h.insert(format!("ce-{k}").as_str(), v);
+                    }
+                }
+            }
+        }
+        h
+    }
+
+    pub async fn send(&self, batch: &EncodedBatch, metrics: &ComponentMetrics) -> Result<(), SendError> {
+        let subject = match (&self.fixed, &batch.partition) {
+            (Some(s), _) => s.clone(),
+            (None, Some(s)) => s.clone(),
+            (None, None) => return Err(SendError::Permanent("no subject".to_string())),
+        };
+        let client = self.client().await.map_err(SendError::retry)?;
+        if !self.jetstream {
+            for m in batch.messages() {
+                client
+                    .publish_with_headers(subject.clone(), self.headers(&m), batch.body.slice_ref(m.value))
+                    .await
+                    .map_err(|e| SendError::retry(format!("cannot publish to NATS: {e}")))?;
+            }
+            return client.flush().await.map_err(|e| SendError::retry(format!("cannot reach NATS: {e}")));
+        }
+        let js = async_nats::jetstream::new(client.clone());
+        let mut pending = Vec::with_capacity(batch.events);
+        let mut failure = None;
+        for (i, m) in batch.messages().enumerate() {
+            if batch.is_confirmed(i) {
+                continue;
+            }
+            match js
+                .publish_with_headers(subject.clone(), self.headers(&m), batch.body.slice_ref(m.value))
+                .await
+            {
+                Ok(ack) => pending.push((i, ack)),
+                Err(e) => {
+                    failure = Some(format!("cannot publish: {e}"));
+                    break;
+                }
+            }
+        }
+        let mut unconfirmed = Unconfirmed::new(&metrics.unconfirmed, pending.len());
+        let mut failed = 0usize;
+        for (i, ack) in pending {
+            let result = ack.await;
+            unconfirmed.confirmed(1);
+            match result {
+                Ok(_) => batch.confirm(i),
+                Err(e) => {
+                    failed += 1;
+                    failure.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+        match failure {
+            None => Ok(()),
+            Some(reason) => Err(SendError::retry(format!(
+                "{failed} message(s) not acknowledged by JetStream on `{subject}`: {reason}"
+            ))),
+        }
+    }
+
+    pub async fn healthcheck(&self) -> Result<(), String> {
+        let client = self.client().await?;
+        match tokio::time::timeout(Duration::from_secs(5), client.flush()).await {
+            Ok(Ok(())) if client.connection_state() == async_nats::connection::State::Connected => Ok(()),
+            Ok(Err(e)) => Err(format!("NATS does not answer: {e}")),
+            _ => Err(format!("not connected to NATS at {}", self.url)),
+        }
+    }
+}
