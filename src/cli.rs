@@ -178,11 +178,18 @@ fn example(ty: Option<&str>) -> ExitCode {
     }
 }
 
+/// The NATS client reports every failed reconnect attempt at info level; the
+/// sink says when the connection is lost and back. A level given for
+/// `async_nats` in `log.level` still wins.
+const QUIET_LIBRARIES: &str = "async_nats=warn";
+
 fn init_logging(config: &Config) {
+    let filter =
+        |level: &str| tracing_subscriber::EnvFilter::try_new(format!("{QUIET_LIBRARIES},{level}")).ok();
     let filter = std::env::var("HOSTWATCH_LOG")
         .ok()
-        .and_then(|l| tracing_subscriber::EnvFilter::try_new(l).ok())
-        .or_else(|| tracing_subscriber::EnvFilter::try_new(&config.log.level).ok())
+        .and_then(|l| filter(&l))
+        .or_else(|| filter(&config.log.level))
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()

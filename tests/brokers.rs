@@ -88,6 +88,7 @@ fn assert_exactly(seqs: &[u64], n: u64) {
 
 fn assert_none_lost(seqs: &[u64], n: u64) {
     let set: HashSet<u64> = seqs.iter().copied().collect();
+    eprintln!("{} of {n} events, {} repeated", set.len(), seqs.len() - set.len());
     let missing: Vec<u64> = (0..n).filter(|s| !set.contains(s)).collect();
     assert!(missing.is_empty(), "{} missing, e.g. {:?}", missing.len(), &missing[..missing.len().min(10)]);
 }
@@ -142,7 +143,9 @@ async fn kafka_read(brokers: &str, topic: &str, n: usize, within: Duration) -> V
     consumer.subscribe(&[topic]).unwrap();
     let mut out = Vec::new();
     let deadline = Instant::now() + within;
-    while out.len() < n && Instant::now() < deadline {
+    // Past `n`, on until nothing more comes: a retry may have repeated some.
+    let mut idle = 0;
+    while (out.len() < n || idle < 2) && Instant::now() < deadline {
         match tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await {
             Ok(Ok(m)) => {
                 let mut headers = BTreeMap::new();
@@ -158,9 +161,10 @@ async fn kafka_read(brokers: &str, topic: &str, n: usize, within: Duration) -> V
                     headers.insert("kafka-key".to_string(), String::from_utf8_lossy(k).into_owned());
                 }
                 out.push(Msg { value: m.payload().unwrap_or_default().to_vec(), headers });
+                idle = 0;
             }
             Ok(Err(e)) => eprintln!("kafka reader: {e}"),
-            Err(_) => {}
+            Err(_) => idle += 1,
         }
     }
     out
@@ -205,7 +209,8 @@ async fn amqp_read(url: &str, queue: &str, n: usize, within: Duration) -> Vec<Ms
     let ch = amqp_channel(url).await;
     let mut out = Vec::new();
     let deadline = Instant::now() + within;
-    while out.len() < n && Instant::now() < deadline {
+    let mut empty = false;
+    while (out.len() < n || !empty) && Instant::now() < deadline {
         let options = lapin::options::BasicGetOptions { no_ack: true };
         match ch.basic_get(queue.into(), options).await.unwrap() {
             Some(m) => {
@@ -227,8 +232,12 @@ async fn amqp_read(url: &str, queue: &str, n: usize, within: Duration) -> Vec<Ms
                     headers.insert("delivery-mode".to_string(), mode.to_string());
                 }
                 out.push(Msg { value: d.data, headers });
+                empty = false;
             }
-            None => tokio::time::sleep(Duration::from_millis(50)).await,
+            None => {
+                empty = true;
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
         }
     }
     out
@@ -391,7 +400,8 @@ async fn mqtt_delivers_exactly_once() {
 // === Redis ===
 
 async fn redis_connection(url: &str) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap()
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    redis::Client::open(url).unwrap().get_multiplexed_async_connection_with_config(&config).await.unwrap()
 }
 
 async fn redis_stream(url: &str, key: &str) -> Vec<Msg> {
@@ -553,4 +563,295 @@ async fn redis_down_holds_the_file_checkpoint() {
     };
     file_checkpoint_waits_for_the_broker(sink, &down, REDIS).await;
     assert_none_lost(&line_seqs(&redis_stream(REDIS, &key).await), 2_000);
+}
+
+// === outages: a broker of the test's own, down at start and for 10 s ===
+
+/// A broker process the test starts, stops and starts again on its own port.
+struct Instance {
+    name: &'static str,
+    port: u16,
+    command: Box<dyn Fn() -> std::process::Command + Send>,
+    /// How to stop it when a signal to its process group does not
+    /// (rabbitmq-server runs its node under another user and session).
+    stop_command: Option<Box<dyn Fn() -> std::process::Command + Send>>,
+    child: Option<std::process::Child>,
+}
+
+impl Instance {
+    fn new(
+        name: &'static str,
+        port: u16,
+        command: impl Fn() -> std::process::Command + Send + 'static,
+    ) -> Self {
+        Instance { name, port, command: Box::new(command), stop_command: None, child: None }
+    }
+
+    fn stopped_by(mut self, command: impl Fn() -> std::process::Command + Send + 'static) -> Self {
+        self.stop_command = Some(Box::new(command));
+        self
+    }
+
+    async fn start(&mut self) {
+        use std::os::unix::process::CommandExt as _;
+        let mut cmd = (self.command)();
+        cmd.process_group(0).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        self.child = Some(cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", self.name)));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "{} did not listen on {}", self.name, self.port);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(c) = &self.child {
+            let _ = std::process::Command::new("kill")
+                .args(["-s", signal, "--", &format!("-{}", c.id())])
+                .status();
+        }
+    }
+
+    /// Stops it the way a service manager does (SIGTERM), and waits.
+    async fn stop(&mut self) {
+        if let Some(stop) = &self.stop_command {
+            let _ = stop().stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status();
+        }
+        self.signal("TERM");
+        if let Some(mut c) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while c.try_wait().unwrap().is_none() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "{} still listens on {} after it was stopped",
+                self.name,
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Some(stop) = &self.stop_command {
+            let _ = stop().stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status();
+        }
+        self.signal("KILL");
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+}
+
+/// 15,000 events at 1,000/s into `sink`, whose broker is down for the
+/// first 3 s and, 4 s after it came up, for another 10 s (stopped, or
+/// frozen with SIGSTOP when `freeze`). `up` runs each time it has started.
+async fn outage<F, Fut>(broker: &mut Instance, sink: &str, freeze: bool, up: F) -> u64
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let n = 15_000;
+    let config = format!(
+        "data_dir: {{data_dir}}\nsources:\n  gen:\n    type: generator\n    rate: 1000\n    count: {n}\nsinks:\n{sink}    request: {{timeout: 5s, retry_max_backoff: 1s}}\n"
+    );
+    let mut agent = Agent::start(&config);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    broker.start().await;
+    up().await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    if freeze {
+        broker.signal("STOP");
+    } else {
+        broker.stop().await;
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    if freeze {
+        broker.signal("CONT");
+    } else {
+        broker.start().await;
+        up().await;
+    }
+    let status = agent.wait_exit(Duration::from_secs(120));
+    assert!(status.success(), "{status}\n{}", agent.logs());
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let d = dir.path().to_path_buf();
+    let mut broker = Instance::new("redis-server", port, move || {
+        let mut c = std::process::Command::new("redis-server");
+        c.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
+            .args(["--appendfsync", "always", "--dir"])
+            .arg(&d);
+        c
+    });
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let sink = format!("  r:\n    type: redis\n    inputs: [gen]\n    url: \"{url}\"\n    key: outage\n");
+    let n = outage(&mut broker, &sink, false, || async {}).await;
+    assert_none_lost(&structured_seqs(&redis_stream(&url, "outage").await), n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_outage_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let d = dir.path().to_path_buf();
+    let mut broker = Instance::new("nats-server", port, move || {
+        let mut c = std::process::Command::new("nats-server");
+        c.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"]).arg(&d);
+        c
+    });
+    let url = format!("nats://127.0.0.1:{port}");
+    let sink =
+        format!("  n:\n    type: nats\n    inputs: [gen]\n    url: \"{url}\"\n    subject: OUTAGE.events\n");
+    let n = outage(&mut broker, &sink, false, || nats_stream(&url, "OUTAGE", "OUTAGE.>")).await;
+    let msgs = nats_read(&url, "OUTAGE", "OUTAGE.events", n as usize, Duration::from_secs(30)).await;
+    assert_none_lost(&structured_seqs(&msgs), n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_outage_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\npersistence_location {}/\nmax_queued_messages 0\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut broker = Instance::new("mosquitto", port, move || {
+        let mut c = std::process::Command::new("mosquitto");
+        c.arg("-c").arg(&conf);
+        c
+    });
+    // The reader's persistent session exists before the agent publishes.
+    broker.start().await;
+    let reader = MqttReader::start(port, "outage/#", &unique("reader-")).await;
+    broker.stop().await;
+    let sink = format!(
+        "  m:\n    type: mqtt\n    inputs: [gen]\n    url: \"mqtt://127.0.0.1:{port}\"\n    topic: outage/events\n"
+    );
+    let n = outage(&mut broker, &sink, false, || async {}).await;
+    assert_none_lost(&structured_seqs(&reader.wait_for(n as usize, Duration::from_secs(60)).await), n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_outage_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, dist) = (free_port(), free_port());
+    let d = dir.path().to_path_buf();
+    std::fs::write(d.join("rabbitmq.conf"), format!("listeners.tcp.local = 127.0.0.1:{port}\n")).unwrap();
+    std::fs::write(d.join("enabled_plugins"), "").unwrap();
+    std::fs::write(d.join("env.conf"), "").unwrap();
+    // rabbitmq-server runs as the rabbitmq user.
+    assert!(
+        std::process::Command::new("chown")
+            .args(["-R", "rabbitmq:rabbitmq"])
+            .arg(&d)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let node = unique("hwtest");
+    let stop_node = node.clone();
+    let mut broker = Instance::new("rabbitmq-server", port, move || {
+        let mut c = std::process::Command::new("rabbitmq-server");
+        c.current_dir(&d)
+            .env("RABBITMQ_CONF_ENV_FILE", d.join("env.conf"))
+            .env("RABBITMQ_NODENAME", format!("{node}@localhost"))
+            .env("RABBITMQ_CONFIG_FILE", d.join("rabbitmq.conf"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("enabled_plugins"))
+            .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", d.join("log"))
+            .env("RABBITMQ_DIST_PORT", dist.to_string())
+            .env("ERL_EPMD_ADDRESS", "127.0.0.1");
+        c
+    })
+    .stopped_by(move || {
+        let mut c = std::process::Command::new("rabbitmqctl");
+        c.args(["-n", &format!("{stop_node}@localhost"), "stop"]);
+        c
+    });
+    let url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
+    // A durable queue, declared before the agent starts.
+    broker.start().await;
+    amqp_declare(&url, "outage").await;
+    broker.stop().await;
+    let sink =
+        format!("  a:\n    type: amqp\n    inputs: [gen]\n    url: \"{url}\"\n    routing_key: outage\n");
+    let n = outage(&mut broker, &sink, false, || async {}).await;
+    let msgs = amqp_read(&url, "outage", n as usize, Duration::from_secs(30)).await;
+    assert_none_lost(&structured_seqs(&msgs), n);
+}
+
+/// tansu keeps its data in memory here, so a stop would lose what it had
+/// acknowledged: the broker is frozen (SIGSTOP) for the 10 s instead, which
+/// the producer sees as a broker that stopped answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_outage_loses_nothing() {
+    let tansu = std::env::var("HOSTWATCH_TANSU")
+        .unwrap_or_else(|_| "/var/cache/hostwatch-test/tansu/bin/tansu".to_string());
+    assert!(
+        std::path::Path::new(&tansu).is_file(),
+        "no tansu at {tansu}: run scripts/brokers (scripts/test does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let d = dir.path().to_path_buf();
+    let mut broker = Instance::new("tansu", port, move || {
+        let listener = format!("tcp://127.0.0.1:{port}");
+        let mut c = std::process::Command::new(&tansu);
+        c.current_dir(&d)
+            .args(["broker", "--listener-url", &listener, "--advertised-listener-url", &listener])
+            .args(["--storage-engine", "memory://tansu/"]);
+        c
+    });
+    let brokers = format!("127.0.0.1:{port}");
+    let sink = format!(
+        "  k:\n    type: kafka\n    inputs: [gen]\n    brokers: [\"{brokers}\"]\n    topic: outage\n"
+    );
+    let n = outage(&mut broker, &sink, true, || kafka_create_topic(&brokers, "outage")).await;
+    let msgs = kafka_read(&brokers, "outage", n as usize, Duration::from_secs(60)).await;
+    assert_none_lost(&structured_seqs(&msgs), n);
+}
+
+/// `validate --connect` asks every sink's broker; one that does not answer
+/// is named and the exit code is 69.
+#[test]
+fn validate_connect_names_the_broker_that_does_not_answer() {
+    let down = free_port();
+    let config = format!(
+        "sources:\n  gen:\n    type: generator\nsinks:\n  up:\n    type: redis\n    inputs: [gen]\n    url: \"{REDIS}\"\n    key: k\n  down:\n    type: nats\n    inputs: [gen]\n    url: \"nats://127.0.0.1:{down}\"\n    subject: s\n  kafka:\n    type: kafka\n    inputs: [gen]\n    brokers: [\"{KAFKA}\"]\n    topic: t\n  amqp:\n    type: amqp\n    inputs: [gen]\n    url: \"{AMQP}\"\n    routing_key: q\n  mqtt:\n    type: mqtt\n    inputs: [gen]\n    url: \"{MQTT}\"\n    topic: t\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.yaml");
+    std::fs::write(&path, &config).unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["validate", "--connect", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(69), "{stdout}\n{stderr}");
+    for up in ["up", "kafka", "amqp", "mqtt"] {
+        assert!(stdout.contains(&format!("sinks.{up}: reachable")), "{stdout}\n{stderr}");
+    }
+    assert!(stderr.contains("sinks.down: not reachable"), "{stderr}");
+    // Without --connect nothing is asked.
+    let out =
+        std::process::Command::new(common::BIN).args(["validate", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
 }

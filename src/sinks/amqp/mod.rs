@@ -175,24 +175,20 @@ impl Sink {
             }
         }
         let mut unconfirmed = Unconfirmed::new(&metrics.unconfirmed, pending.len());
-        let mut failed = 0usize;
         for (i, confirm) in pending {
             let result = confirm.await;
             unconfirmed.confirmed(1);
             match result {
                 Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => batch.confirm(i),
                 Ok(Confirmation::Ack(Some(_))) | Ok(Confirmation::Nack(Some(_))) => {
-                    failed += 1;
                     failure.get_or_insert_with(|| {
                         format!("no queue is bound for routing key `{key}` on exchange `{}`", self.exchange)
                     });
                 }
                 Ok(Confirmation::Nack(None)) => {
-                    failed += 1;
                     failure.get_or_insert_with(|| "the broker refused the message (nack)".to_string());
                 }
                 Err(e) => {
-                    failed += 1;
                     failure.get_or_insert_with(|| format!("no confirmation: {e}"));
                 }
             }
@@ -203,9 +199,7 @@ impl Sink {
                 if !channel.status().connected() {
                     self.forget().await;
                 }
-                Err(SendError::retry(format!(
-                    "{failed} message(s) not confirmed by the AMQP broker: {reason}"
-                )))
+                Err(SendError::retry(format!("not confirmed by the AMQP broker: {reason}")))
             }
         }
     }

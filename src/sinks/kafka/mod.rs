@@ -17,10 +17,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientConfig, ClientContext};
 use serde::Deserialize;
 
 use super::{Parts, Unconfirmed};
@@ -120,11 +121,29 @@ pub struct TlsConfig {
     pub key_file: Option<String>,
 }
 
+/// librdkafka reports every failed connection attempt as an error; the
+/// sink already says when delivery fails and when it recovers, once per
+/// change, so librdkafka's own reports go to the debug level.
+#[derive(Clone, Default)]
+pub struct Quiet;
+
+impl ClientContext for Quiet {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        tracing::debug!(target: "librdkafka", ?level, "{fac}: {message}");
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(target: "librdkafka", "{error}: {reason}");
+    }
+}
+
+type Producer_ = FutureProducer<Quiet>;
+
 pub struct Sink {
     config: ClientConfig,
-    /// Rebuilt after a fatal error (an idempotent producer that lost track
-    /// of its sequence numbers cannot go on).
-    producer: Mutex<Arc<FutureProducer>>,
+    /// Rebuilt after an error that ends an idempotent producer (fenced, or
+    /// its sequence numbers lost): a new one gets a new producer id.
+    producer: Mutex<Arc<Producer_>>,
     /// The topic when it does not depend on the event.
     fixed: Option<String>,
     mode: Mode,
@@ -198,8 +217,9 @@ pub fn build(config: &Config, request_timeout: Duration) -> Result<(super::Sink,
     for (k, v) in &config.librdkafka_options {
         cc.set(k, v);
     }
-    let producer: FutureProducer =
-        cc.create().map_err(|e| BuildError::new(format!("invalid Kafka producer settings: {e}")))?;
+    let producer: Producer_ = cc
+        .create_with_context(Quiet)
+        .map_err(|e| BuildError::new(format!("invalid Kafka producer settings: {e}")))?;
     let fixed = tpl.is_constant().then(|| config.topic.value.clone());
     let partitioner: Option<Box<crate::batch::Partitioner>> = if fixed.is_some() {
         None
@@ -219,13 +239,30 @@ pub fn build(config: &Config, request_timeout: Duration) -> Result<(super::Sink,
     Ok((super::Sink::Kafka(sink), parts))
 }
 
-/// librdkafka's `message.timeout.ms` for a sink request timeout.
+/// librdkafka's `message.timeout.ms` for a sink request timeout: enough
+/// below it that the delivery report (librdkafka checks timeouts about once
+/// a second) comes first.
 fn message_timeout(request: Duration) -> Duration {
-    (request.mul_f64(0.9)).max(Duration::from_millis(500))
+    request.saturating_sub(Duration::from_secs(2)).max(request / 2).max(Duration::from_millis(500))
+}
+
+/// Errors after which an idempotent producer cannot go on as it is.
+fn ends_the_producer(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+                | RDKafkaErrorCode::UnknownProducerId
+                | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                | RDKafkaErrorCode::InvalidProducerIdMapping
+                | RDKafkaErrorCode::Fatal
+        )
+    )
 }
 
 impl Sink {
-    fn producer(&self) -> Arc<FutureProducer> {
+    fn producer(&self) -> Arc<Producer_> {
         self.producer.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -286,18 +323,17 @@ impl Sink {
             }
         }
         let mut unconfirmed = Unconfirmed::new(&metrics.unconfirmed, pending.len());
-        let mut failed = 0usize;
+        let mut renew = false;
         for (i, f) in pending {
             let result = f.await;
             unconfirmed.confirmed(1);
             match result {
                 Ok(Ok(_)) => batch.confirm(i),
                 Ok(Err((e, _))) => {
-                    failed += 1;
+                    renew |= ends_the_producer(&e);
                     failure.get_or_insert_with(|| e.to_string());
                 }
                 Err(_) => {
-                    failed += 1;
                     failure.get_or_insert_with(|| "the producer was closed".to_string());
                 }
             }
@@ -305,14 +341,26 @@ impl Sink {
         match failure {
             None => Ok(()),
             Some(reason) => {
-                if let Some((code, why)) = producer.client().fatal_error() {
-                    tracing::warn!("Kafka producer failed for good ({code:?}: {why}); starting a new one");
-                    if let Ok(p) = self.config.create::<FutureProducer>() {
-                        *self.producer.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
-                    }
+                if renew || producer.client().fatal_error().is_some() {
+                    self.renew(&producer, &reason);
                 }
-                Err(SendError::retry(format!("{failed} message(s) not delivered to Kafka: {reason}")))
+                Err(SendError::retry(format!("not delivered to Kafka: {reason}")))
             }
+        }
+    }
+
+    /// Replaces `old` with a new producer, unless another request did already.
+    fn renew(&self, old: &Arc<Producer_>, reason: &str) {
+        let mut slot = self.producer.lock().unwrap_or_else(|e| e.into_inner());
+        if !Arc::ptr_eq(&slot, old) {
+            return;
+        }
+        match self.config.create_with_context::<_, Producer_>(Quiet) {
+            Ok(p) => {
+                tracing::info!("the Kafka producer cannot go on ({reason}); starting a new one");
+                *slot = Arc::new(p);
+            }
+            Err(e) => tracing::warn!("cannot start a new Kafka producer: {e}"),
         }
     }
 

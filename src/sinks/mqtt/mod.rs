@@ -208,21 +208,17 @@ impl Sink {
             }
         }
         let mut unconfirmed = Unconfirmed::new(&metrics.unconfirmed, pending.len());
-        let mut failed = 0;
+        let mut all = true;
         for (i, rx) in pending {
             let acked = rx.await.is_ok();
             unconfirmed.confirmed(1);
             if acked {
                 batch.confirm(i);
             } else {
-                failed += 1;
+                all = false;
             }
         }
-        if failed == 0 {
-            Ok(())
-        } else {
-            Err(SendError::retry(format!("{failed} message(s) not acknowledged by the MQTT broker")))
-        }
+        if all { Ok(()) } else { Err(SendError::retry("not acknowledged by the MQTT broker")) }
     }
 
     pub async fn healthcheck(&self) -> Result<(), String> {

@@ -101,8 +101,22 @@ impl Sink {
             .get_or_try_init(|| async {
                 // Connects in the background and reconnects by itself; a
                 // server that is down at start is not an error.
+                let url = self.url.clone();
                 async_nats::ConnectOptions::new()
                     .retry_on_initial_connect()
+                    // Said once per change, not at every reconnect attempt.
+                    .event_callback(move |event| {
+                        let url = url.clone();
+                        async move {
+                            match event {
+                                async_nats::Event::Connected => tracing::info!("connected to NATS at {url}"),
+                                async_nats::Event::Disconnected => {
+                                    tracing::warn!("lost the connection to NATS at {url}; reconnecting")
+                                }
+                                other => tracing::debug!("NATS: {other}"),
+                            }
+                        }
+                    })
                     .connection_timeout(Duration::from_secs(5))
                     .connect(self.url.as_str())
                     .await
@@ -163,23 +177,21 @@ impl Sink {
             }
         }
         let mut unconfirmed = Unconfirmed::new(&metrics.unconfirmed, pending.len());
-        let mut failed = 0usize;
         for (i, ack) in pending {
             let result = ack.await;
             unconfirmed.confirmed(1);
             match result {
                 Ok(_) => batch.confirm(i),
                 Err(e) => {
-                    failed += 1;
                     failure.get_or_insert_with(|| e.to_string());
                 }
             }
         }
         match failure {
             None => Ok(()),
-            Some(reason) => Err(SendError::retry(format!(
-                "{failed} message(s) not acknowledged by JetStream on `{subject}`: {reason}"
-            ))),
+            Some(reason) => {
+                Err(SendError::retry(format!("not acknowledged by JetStream on `{subject}`: {reason}")))
+            }
         }
     }
 

@@ -105,9 +105,15 @@ impl Sink {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
+        // No response timeout of its own (500ms by default): a busy server
+        // answering a pipeline of a thousand commands late is not a failure;
+        // the sink's `request.timeout` bounds the wait.
+        let config = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(None)
+            .set_connection_timeout(Some(std::time::Duration::from_secs(5)));
         let c = self
             .client
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(|e| format!("cannot connect to Redis: {e}"))?;
         *slot = Some(c.clone());
