@@ -511,6 +511,8 @@ impl Batcher {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::event::{EventId, Map, Str, Value, ack};
 
@@ -557,6 +559,48 @@ mod tests {
         assert!(futures_util::poll!(&mut rx).is_pending());
         third.acks.settle(BatchStatus::Delivered);
         assert_eq!(rx.await, BatchStatus::Delivered);
+    }
+
+    #[test]
+    fn messages_carry_values_keys_and_attributes_and_split_whole() {
+        let framing = Framing { mode: Mode::Binary, key: Some(FieldPath::parse("data.n").unwrap()) };
+        let mut b =
+            Batcher::new(BatchLimits::DEFAULT, Codec::Ndjson, Compression::Zstd).with_messages(framing);
+        b.push(batch(0..3).0, None);
+        b.flush_all();
+        let out = b.pop().unwrap();
+        assert_eq!(out.content_encoding, None, "brokers compress on their own");
+        let msgs: Vec<_> = out.messages().collect();
+        assert_eq!(msgs.len(), 3);
+        for (n, m) in msgs.iter().enumerate() {
+            assert_eq!(m.value, format!("{{\"n\":{n}}}").as_bytes());
+            assert_eq!(m.key, Some(n.to_string().as_str()));
+            let attrs: BTreeMap<&str, &str> = m.attributes().collect();
+            assert_eq!(attrs["specversion"], "1.0");
+            assert_eq!(attrs["type"], if n % 2 == 0 { "even" } else { "odd" });
+            assert_eq!(attrs["datacontenttype"], "application/json");
+            assert_eq!(attrs["time"], "1970-01-01T00:00:00.000000Z");
+            assert_eq!(attrs["id"].len(), 36);
+        }
+        // Structured: each value is the whole event; a batch that would pass
+        // max_bytes closes without the event, and no message is cut.
+        let mut one = Vec::new();
+        Encoder::new(Codec::Ndjson).structured(&event(1), &mut one);
+        let limits = BatchLimits { max_bytes: one.len() * 2 + one.len() / 2, ..BatchLimits::DEFAULT };
+        let framing = Framing { mode: Mode::Structured, key: None };
+        let mut b = Batcher::new(limits, Codec::Ndjson, Compression::None).with_messages(framing);
+        b.push(batch(0..5).0, None);
+        b.flush_all();
+        let mut seen = Vec::new();
+        while let Some(out) = b.pop() {
+            assert!(out.events <= 2);
+            for m in out.messages() {
+                let v: serde_json::Value = serde_json::from_slice(m.value).unwrap();
+                assert_eq!(m.attributes().count(), 0);
+                seen.push(v["data"]["n"].as_i64().unwrap());
+            }
+        }
+        assert_eq!(seen, vec![0, 1, 2, 3, 4]);
     }
 
     #[test]

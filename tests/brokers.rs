@@ -265,16 +265,32 @@ async fn amqp_delivers_exactly_once_structured_and_binary() {
 
 // === NATS JetStream ===
 
+/// Creates the stream, retrying while a server that has just started
+/// does not answer yet.
 async fn nats_stream(url: &str, name: &str, subjects: &str) {
-    let client = async_nats::connect(url).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    js.get_or_create_stream(async_nats::jetstream::stream::Config {
-        name: name.to_string(),
-        subjects: vec![subjects.to_string()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let created = async {
+            let client = async_nats::connect(url).await.map_err(|e| e.to_string())?;
+            let js = async_nats::jetstream::new(client);
+            js.get_or_create_stream(async_nats::jetstream::stream::Config {
+                name: name.to_string(),
+                subjects: vec![subjects.to_string()],
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        }
+        .await;
+        match created {
+            Ok(()) => return,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "cannot create the stream {name} on {url}: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
 }
 
 /// Every message of a stream on `subject`, by sequence.
