@@ -246,7 +246,8 @@ async fn run_agent(config: Config, topology: pipeline::Topology) -> Result<(), S
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
     let mut sighup = signal(SignalKind::hangup()).map_err(|e| format!("cannot watch SIGHUP: {e}"))?;
 
-    let mut running = pipeline::start(topology, &config.data_dir, &host, registry.clone()).await?;
+    let mut running =
+        pipeline::start(topology, &config.data_dir, &host, &config.hash, registry.clone()).await?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         config = %config.path.display(),

@@ -30,6 +30,9 @@ pub const DEFAULT_PATH: &str = "/etc/hostwatch/agent.yaml";
 pub struct Config {
     /// The file it was read from.
     pub path: PathBuf,
+    /// The SHA-256 of its text (hex), which `agent.started` reports so that
+    /// a fleet's config versions can be told apart.
+    pub hash: String,
     /// Checkpoints, disk buffers and dead letters live here.
     /// Default: `/var/lib/hostwatch`.
     pub data_dir: PathBuf,
@@ -228,6 +231,10 @@ pub fn parse(
     let mut graph = Vec::new();
     let mut config = Config {
         path: path.to_path_buf(),
+        hash: {
+            use sha2::Digest as _;
+            sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+        },
         data_dir: PathBuf::from("/var/lib/hostwatch"),
         hostname: None,
         shutdown_timeout: Duration::from_secs(30),

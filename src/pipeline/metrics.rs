@@ -25,7 +25,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 5] = [
         DropReason::BufferFull,
         DropReason::Filtered,
         DropReason::Malformed,

@@ -131,8 +131,10 @@ pub async fn start(
     topology: Topology,
     data_dir: &Path,
     host: &Str,
+    config_hash: &str,
     registry: Arc<Registry>,
 ) -> Result<Running, String> {
+    let config_hash = Str::interned(config_hash);
     let mut inputs: HashMap<String, Sender> = HashMap::new();
     let mut receivers: HashMap<String, Receiver> = HashMap::new();
     let mut outputs: HashMap<String, Vec<(String, Sender)>> = HashMap::new();
@@ -198,6 +200,7 @@ pub async fn start(
             m.clone(),
             registry.clone(),
             host.clone(),
+            config_hash.clone(),
             tx,
         );
         ready.push((id.clone(), m.clone(), rx));

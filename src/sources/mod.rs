@@ -1,7 +1,9 @@
 //! Sources: where events come from. One module per `type`.
 
+pub mod agent;
 pub mod file;
 pub mod generator;
+pub mod host;
 pub mod ingest;
 
 use std::path::PathBuf;
@@ -18,15 +20,19 @@ use crate::pipeline::metrics::{ComponentMetrics, Registry};
 
 /// Every source type, with its documented example.
 pub const TYPES: &[(&str, &str)] = &[
+    ("agent", include_str!("agent/example.yaml")),
     ("file", include_str!("file/example.yaml")),
     ("generator", include_str!("generator/example.yaml")),
+    ("host", include_str!("host/example.yaml")),
     ("ingest", include_str!("ingest/example.yaml")),
 ];
 
 /// The settings of one source, by `type`.
 #[derive(Debug, Clone)]
 pub enum SourceConfig {
+    Agent(agent::Config),
     File(file::Config),
+    Host(host::Config),
     Generator(generator::Config),
     Ingest(ingest::Config),
 }
@@ -35,7 +41,9 @@ impl SourceConfig {
     /// Reads the settings of a source of type `ty`; `None` for an unknown type.
     pub fn from_node(ty: &str, node: &Node) -> Result<Option<Self>, yaml::Error> {
         Ok(Some(match ty {
+            "agent" => SourceConfig::Agent(yaml::from_node(node)?),
             "file" => SourceConfig::File(yaml::from_node(node)?),
+            "host" => SourceConfig::Host(yaml::from_node(node)?),
             "generator" => SourceConfig::Generator(yaml::from_node(node)?),
             "ingest" => SourceConfig::Ingest(yaml::from_node(node)?),
             _ => return Ok(None),
@@ -45,7 +53,9 @@ impl SourceConfig {
     /// Checks what can be checked before anything runs, and builds the source.
     pub fn build(&self) -> Result<Source, BuildError> {
         Ok(match self {
+            SourceConfig::Agent(c) => Source::Agent(agent::Agent::new(c)?),
             SourceConfig::File(c) => Source::File(file::FileSource::new(c)?),
+            SourceConfig::Host(c) => Source::Host(host::Host::new(c)?),
             SourceConfig::Generator(c) => Source::Generator(generator::Generator::new(c.clone())?),
             SourceConfig::Ingest(c) => Source::Ingest(ingest::Ingest::new(c.clone())?),
         })
@@ -54,7 +64,9 @@ impl SourceConfig {
 
 /// A built source, ready to run.
 pub enum Source {
+    Agent(agent::Agent),
     File(file::FileSource),
+    Host(host::Host),
     Generator(generator::Generator),
     Ingest(ingest::Ingest),
 }
@@ -63,7 +75,9 @@ impl Source {
     /// Runs until the source is done or `cx.shutdown` fires.
     pub async fn run(self, cx: SourceContext) -> Result<(), String> {
         match self {
+            Source::Agent(s) => s.run(cx).await,
             Source::File(s) => s.run(cx).await,
+            Source::Host(s) => s.run(cx).await,
             Source::Generator(s) => s.run(cx).await,
             Source::Ingest(s) => s.run(cx).await,
         }
@@ -84,6 +98,8 @@ pub struct SourceContext {
     pub host: Str,
     /// `hostwatch://<host>/<id>`, the events' `source`.
     pub source_uri: Str,
+    /// The SHA-256 of the config text.
+    pub config_hash: Str,
     ready: Option<oneshot::Sender<Result<(), String>>>,
 }
 
@@ -97,10 +113,22 @@ impl SourceContext {
         metrics: Arc<ComponentMetrics>,
         registry: Arc<Registry>,
         host: Str,
+        config_hash: Str,
         ready: oneshot::Sender<Result<(), String>>,
     ) -> Self {
         let source_uri = Str::interned(&format!("hostwatch://{host}/{id}"));
-        SourceContext { id, out, shutdown, data_dir, metrics, registry, host, source_uri, ready: Some(ready) }
+        SourceContext {
+            id,
+            out,
+            shutdown,
+            data_dir,
+            metrics,
+            registry,
+            host,
+            source_uri,
+            config_hash,
+            ready: Some(ready),
+        }
     }
 
     /// Tells the agent the source has started (its sockets are bound), or

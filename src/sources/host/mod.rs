@@ -1,0 +1,179 @@
+//! `host`: a `host.metrics` event every `interval` with the state of the
+//! machine, and `host.threshold.crossed` / `host.threshold.cleared` when a
+//! metric passes a configured threshold.
+//!
+//! The figures come straight from `/proc` (and `statvfs` for filesystems):
+//! one read of a few small files per interval, no process table kept in
+//! memory. Counters (CPU time, disk and network traffic) are turned into
+//! percentages and rates per second between two samples; the first event
+//! comes one interval after the start, when there are two.
+
+mod proc;
+mod threshold;
+
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use super::SourceContext;
+use crate::config::BuildError;
+use crate::event::id::IdGen;
+use crate::event::{AckSet, Event, EventBatch, EventId, Map, Str, Value, time};
+
+use self::proc::Sample;
+pub use self::proc::clock_ticks;
+use self::threshold::{Threshold, ThresholdConfig};
+
+/// `type: host`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Time between two `host.metrics` events. Default: `10s`.
+    #[serde(default = "default_interval")]
+    pub interval: crate::config::Duration,
+    /// The groups to collect: `cpu`, `load`, `memory`, `filesystem`, `disk`,
+    /// `network`, `processes`, `uptime`. Default: all.
+    #[serde(default = "all_groups")]
+    pub collect: Vec<Group>,
+    /// Which mount points to report. Default: every real filesystem
+    /// (pseudo filesystems such as proc, sysfs, tmpfs, overlay are left out).
+    #[serde(default)]
+    pub mounts: MountsConfig,
+    /// Thresholds over any metric path (`memory.used_percent`,
+    /// `filesystem./.used_percent`, `cpu.total.iowait`). Default: none.
+    #[serde(default)]
+    pub thresholds: Vec<ThresholdConfig>,
+}
+
+fn default_interval() -> crate::config::Duration {
+    crate::config::Duration::from_secs(10)
+}
+
+fn all_groups() -> Vec<Group> {
+    Group::ALL.to_vec()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Group {
+    Cpu,
+    Load,
+    Memory,
+    Filesystem,
+    Disk,
+    Network,
+    Processes,
+    Uptime,
+}
+
+impl Group {
+    const ALL: [Group; 8] = [
+        Group::Cpu,
+        Group::Load,
+        Group::Memory,
+        Group::Filesystem,
+        Group::Disk,
+        Group::Network,
+        Group::Processes,
+        Group::Uptime,
+    ];
+}
+
+/// `mounts:` on a host source.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountsConfig {
+    /// Mount points to report (globs); pseudo filesystems too when named
+    /// here. Default: every real filesystem.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Mount points to leave out (globs). Default: none.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+pub struct Host {
+    interval: Duration,
+    groups: Vec<Group>,
+    mounts: proc::MountFilter,
+    thresholds: Vec<Threshold>,
+}
+
+impl Host {
+    pub fn new(config: &Config) -> Result<Self, BuildError> {
+        if config.interval.0 < Duration::from_millis(100) {
+            return Err(BuildError::new("`interval` must be at least 100ms"));
+        }
+        let thresholds =
+            config.thresholds.iter().map(Threshold::new).collect::<Result<Vec<_>, BuildError>>()?;
+        Ok(Host {
+            interval: config.interval.0,
+            groups: config.collect.clone(),
+            mounts: proc::MountFilter::new(&config.mounts)?,
+            thresholds,
+        })
+    }
+
+    pub async fn run(mut self, mut cx: SourceContext) -> Result<(), String> {
+        cx.ready(Ok(()));
+        let mut ids = IdGen::new();
+        let mut previous = Sample::read(&self.groups);
+        let mut tick = tokio::time::interval_at((Instant::now() + self.interval).into(), self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = cx.shutdown.cancelled() => return Ok(()),
+            }
+            let sample = Sample::read(&self.groups);
+            let metrics = sample.metrics(&previous, &self.groups, &self.mounts);
+            previous = sample;
+            let now = time::now_micros();
+            ids.set_time((now / 1000) as u64);
+            let at = Instant::now();
+            let changes: Vec<_> =
+                self.thresholds.iter_mut().filter_map(|t| t.observe(&metrics, at)).collect();
+            let mut events = Vec::with_capacity(1 + changes.len());
+            events.push(event(&cx, &mut ids, now, "host.metrics", metrics));
+            for (ty, data) in changes {
+                events.push(event(&cx, &mut ids, now, ty, data));
+            }
+            cx.metrics.add_in(events.len());
+            if cx.out.send(EventBatch::new(events, AckSet::new())).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn event(cx: &SourceContext, ids: &mut IdGen, now: i64, ty: &'static str, data: Map) -> Event {
+    Event {
+        id: EventId::Generated(ids.next_id()),
+        time: now,
+        ty: Str::from_static(ty),
+        source: cx.source_uri.clone(),
+        subject: None,
+        host: cx.host.clone(),
+        attrs: Map::new(),
+        data: Value::Object(data),
+    }
+}
+
+/// Finds a metric by its path in the `host.metrics` data: dot-separated,
+/// where a key may itself hold dots or slashes (`filesystem./var/lib.used_percent`):
+/// at each level the longest key that matches wins.
+pub fn lookup<'a>(data: &'a Map, path: &str) -> Option<&'a Value> {
+    let mut map = data;
+    let mut rest = path;
+    loop {
+        let (key, value) = map
+            .iter()
+            .filter(|(k, _)| rest == k.as_str() || rest.starts_with(&format!("{}.", k.as_str())))
+            .max_by_key(|(k, _)| k.len())?;
+        if rest.len() == key.len() {
+            return Some(value);
+        }
+        rest = &rest[key.len() + 1..];
+        map = value.as_object()?;
+    }
+}

@@ -1,0 +1,356 @@
+//! Reading the machine's figures from `/proc` and `statvfs`.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+use super::{Group, MountsConfig};
+use crate::config::BuildError;
+use crate::event::{Map, Str, Value};
+
+/// Clock ticks per second, the unit of CPU times in `/proc`.
+pub fn clock_ticks() -> f64 {
+    // SAFETY: sysconf only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
+/// Filesystems that are not disks.
+const PSEUDO: &[&str] = &[
+    "proc",
+    "sysfs",
+    "tmpfs",
+    "devtmpfs",
+    "devpts",
+    "cgroup",
+    "cgroup2",
+    "overlay",
+    "squashfs",
+    "mqueue",
+    "debugfs",
+    "tracefs",
+    "securityfs",
+    "pstore",
+    "bpf",
+    "autofs",
+    "hugetlbfs",
+    "configfs",
+    "fusectl",
+    "binfmt_misc",
+    "nsfs",
+    "ramfs",
+    "rpc_pipefs",
+    "efivarfs",
+    "selinuxfs",
+    "fuse.lxcfs",
+    "fuse.gvfsd-fuse",
+];
+
+pub struct MountFilter {
+    include: Option<GlobSet>,
+    exclude: GlobSet,
+}
+
+impl MountFilter {
+    pub fn new(c: &MountsConfig) -> Result<Self, BuildError> {
+        let set = |globs: &[String]| -> Result<GlobSet, BuildError> {
+            let mut b = GlobSetBuilder::new();
+            for g in globs {
+                b.add(Glob::new(g).map_err(|e| BuildError::new(format!("`mounts`: {e}")))?);
+            }
+            b.build().map_err(|e| BuildError::new(format!("`mounts`: {e}")))
+        };
+        Ok(MountFilter {
+            include: if c.include.is_empty() { None } else { Some(set(&c.include)?) },
+            exclude: set(&c.exclude)?,
+        })
+    }
+
+    fn wants(&self, mount: &str, fstype: &str) -> bool {
+        if self.exclude.is_match(mount) {
+            return false;
+        }
+        match &self.include {
+            Some(include) => include.is_match(mount),
+            None => !PSEUDO.contains(&fstype),
+        }
+    }
+}
+
+/// Raw counters at one moment.
+pub struct Sample {
+    taken: Instant,
+    /// `cpu`, `cpu0`...: user, nice, system, idle, iowait, irq, softirq, steal.
+    cpu: Vec<(String, [u64; 8])>,
+    /// Device: reads, sectors read, writes, sectors written.
+    disks: Vec<(String, [u64; 4])>,
+    /// Interface: rx bytes, packets, errors, drops; tx the same.
+    net: Vec<(String, [u64; 8])>,
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn numbers<const N: usize>(fields: &[&str], at: &[usize]) -> [u64; N] {
+    let mut out = [0u64; N];
+    for (o, i) in out.iter_mut().zip(at) {
+        *o = fields.get(*i).and_then(|f| f.parse().ok()).unwrap_or(0);
+    }
+    out
+}
+
+impl Sample {
+    pub fn read(groups: &[Group]) -> Sample {
+        let mut s = Sample { taken: Instant::now(), cpu: Vec::new(), disks: Vec::new(), net: Vec::new() };
+        if groups.contains(&Group::Cpu) {
+            for line in read("/proc/stat").lines().filter(|l| l.starts_with("cpu")) {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                s.cpu.push((f[0].to_string(), numbers(&f, &[1, 2, 3, 4, 5, 6, 7, 8])));
+            }
+        }
+        if groups.contains(&Group::Disk) {
+            for line in read("/proc/diskstats").lines() {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                let Some(name) = f.get(2) else { continue };
+                // Whole devices only (they have /sys/block/<name>), not
+                // partitions, loop or RAM devices.
+                if name.starts_with("loop")
+                    || name.starts_with("ram")
+                    || !std::path::Path::new(&format!("/sys/block/{name}")).exists()
+                {
+                    continue;
+                }
+                s.disks.push((name.to_string(), numbers(&f, &[3, 5, 7, 9])));
+            }
+        }
+        if groups.contains(&Group::Network) {
+            for line in read("/proc/net/dev").lines().skip(2) {
+                let Some((name, rest)) = line.split_once(':') else { continue };
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                s.net.push((name.trim().to_string(), numbers(&f, &[0, 1, 2, 3, 8, 9, 10, 11])));
+            }
+        }
+        s
+    }
+
+    /// The `host.metrics` data: figures now, rates since `prev`.
+    pub fn metrics(&self, prev: &Sample, groups: &[Group], mounts: &MountFilter) -> Map {
+        let seconds = self.taken.duration_since(prev.taken).as_secs_f64().max(1e-3);
+        let mut m = Map::with_capacity(groups.len());
+        let k = Str::from_static;
+        for g in groups {
+            match g {
+                Group::Cpu => m.push(k("cpu"), self.cpu(prev)),
+                Group::Load => m.push(k("load"), load()),
+                Group::Memory => {
+                    let (mem, swap) = memory();
+                    m.push(k("memory"), mem);
+                    m.push(k("swap"), swap);
+                }
+                Group::Filesystem => m.push(k("filesystem"), filesystems(mounts)),
+                Group::Disk => m.push(k("disk"), rates(&self.disks, &prev.disks, seconds, DISK_NAMES, 512)),
+                Group::Network => m.push(k("network"), rates(&self.net, &prev.net, seconds, NET_NAMES, 1)),
+                Group::Processes => m.push(k("processes"), processes()),
+                Group::Uptime => {
+                    let up: f64 = read("/proc/uptime")
+                        .split_whitespace()
+                        .next()
+                        .and_then(|u| u.parse().ok())
+                        .unwrap_or(0.0);
+                    m.push(k("uptime_seconds"), Value::from(up as u64));
+                    let boot = read("/proc/stat")
+                        .lines()
+                        .find_map(|l| l.strip_prefix("btime ").and_then(|b| b.trim().parse::<u64>().ok()))
+                        .unwrap_or(0);
+                    m.push(k("boot_time"), Value::from(boot));
+                }
+            }
+        }
+        m
+    }
+
+    fn cpu(&self, prev: &Sample) -> Value {
+        const NAMES: [&str; 5] = ["user", "system", "iowait", "steal", "idle"];
+        let before: HashMap<&str, &[u64; 8]> = prev.cpu.iter().map(|(n, v)| (n.as_str(), v)).collect();
+        let mut out = Map::with_capacity(2);
+        let mut cores = Vec::new();
+        for (name, now) in &self.cpu {
+            let Some(then) = before.get(name.as_str()) else { continue };
+            let d: Vec<f64> = now.iter().zip(then.iter()).map(|(a, b)| a.saturating_sub(*b) as f64).collect();
+            let total: f64 = d.iter().sum::<f64>().max(1.0);
+            // user + nice; system + irq + softirq.
+            let parts = [d[0] + d[1], d[2] + d[5] + d[6], d[4], d[7], d[3]];
+            let mut core = Map::with_capacity(6);
+            for (n, v) in NAMES.iter().zip(parts) {
+                core.push(Str::from_static(n), Value::Float(round(100.0 * v / total)));
+            }
+            core.push(Str::from_static("used"), Value::Float(round(100.0 * (total - d[3] - d[4]) / total)));
+            if name == "cpu" {
+                out.push(Str::from_static("total"), Value::Object(core));
+            } else {
+                cores.push(Value::Object(core));
+            }
+        }
+        out.push(Str::from_static("cores"), Value::Array(cores));
+        Value::Object(out)
+    }
+}
+
+fn round(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+fn load() -> Value {
+    let text = read("/proc/loadavg");
+    let f: Vec<f64> = text.split_whitespace().take(3).filter_map(|v| v.parse().ok()).collect();
+    let mut m = Map::with_capacity(3);
+    for (name, v) in ["1m", "5m", "15m"].iter().zip(f) {
+        m.push(Str::from_static(name), Value::Float(v));
+    }
+    Value::Object(m)
+}
+
+/// Memory and swap from /proc/meminfo, in bytes.
+fn memory() -> (Value, Value) {
+    let info: HashMap<String, u64> = read("/proc/meminfo")
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            Some((k.to_string(), v.split_whitespace().next()?.parse::<u64>().ok()? * 1024))
+        })
+        .collect();
+    let get = |k: &str| info.get(k).copied().unwrap_or(0);
+    let group = |total: u64, available: u64| {
+        let used = total.saturating_sub(available);
+        let mut m = Map::with_capacity(4);
+        m.push(Str::from_static("total"), Value::from(total));
+        m.push(Str::from_static("used"), Value::from(used));
+        m.push(Str::from_static("available"), Value::from(available));
+        let pct = if total == 0 { 0.0 } else { round(100.0 * used as f64 / total as f64) };
+        m.push(Str::from_static("used_percent"), Value::Float(pct));
+        Value::Object(m)
+    };
+    (group(get("MemTotal"), get("MemAvailable")), group(get("SwapTotal"), get("SwapFree")))
+}
+
+/// Each reported mount point: size, used, free, %, inodes used %.
+fn filesystems(filter: &MountFilter) -> Value {
+    let mut out = Map::new();
+    let mut seen = std::collections::HashSet::new();
+    for line in read("/proc/self/mounts").lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(device), Some(mount), Some(fstype)) = (f.first(), f.get(1), f.get(2)) else { continue };
+        // Octal escapes of spaces and the like in mount points.
+        let mount = mount.replace("\\040", " ").replace("\\011", "\t");
+        if !filter.wants(&mount, fstype) || !seen.insert(mount.clone()) {
+            continue;
+        }
+        let Some(st) = statvfs(&mount) else { continue };
+        let frsize = if st.f_frsize > 0 { st.f_frsize } else { st.f_bsize };
+        let size = st.f_blocks * frsize;
+        let free = st.f_bfree * frsize;
+        let avail = st.f_bavail * frsize;
+        let used = size.saturating_sub(free);
+        // As df counts it: of what users may fill (used + available).
+        let pct = if used + avail == 0 { 0.0 } else { round(100.0 * used as f64 / (used + avail) as f64) };
+        let inodes_pct = if st.f_files == 0 {
+            0.0
+        } else {
+            round(100.0 * (st.f_files - st.f_ffree) as f64 / st.f_files as f64)
+        };
+        let mut m = Map::with_capacity(8);
+        m.push(Str::from_static("device"), Value::from(device.to_string()));
+        m.push(Str::from_static("fstype"), Value::from(fstype.to_string()));
+        m.push(Str::from_static("size"), Value::from(size));
+        m.push(Str::from_static("used"), Value::from(used));
+        m.push(Str::from_static("available"), Value::from(avail));
+        m.push(Str::from_static("used_percent"), Value::Float(pct));
+        m.push(Str::from_static("inodes_used_percent"), Value::Float(inodes_pct));
+        out.push(Str::from(mount), Value::Object(m));
+    }
+    Value::Object(out)
+}
+
+fn statvfs(path: &str) -> Option<libc::statvfs> {
+    let c = std::ffi::CString::new(path).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a NUL-terminated path and a buffer of the right type, which
+    // the call fills when it returns 0.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    // SAFETY: initialised by the successful call.
+    (rc == 0).then(|| unsafe { st.assume_init() })
+}
+
+const DISK_NAMES: &[&str] =
+    &["reads_per_second", "read_bytes_per_second", "writes_per_second", "write_bytes_per_second"];
+const NET_NAMES: &[&str] = &[
+    "rx_bytes_per_second",
+    "rx_packets_per_second",
+    "rx_errors_per_second",
+    "rx_drops_per_second",
+    "tx_bytes_per_second",
+    "tx_packets_per_second",
+    "tx_errors_per_second",
+    "tx_drops_per_second",
+];
+
+/// Per-second rates of counters between two samples. Disk sector counts
+/// (every odd counter) become bytes with `sector` (512); a counter that went
+/// back (a device replaced) counts as 0.
+fn rates<const N: usize>(
+    now: &[(String, [u64; N])],
+    prev: &[(String, [u64; N])],
+    seconds: f64,
+    names: &[&'static str],
+    sector: u64,
+) -> Value {
+    let before: HashMap<&str, &[u64; N]> = prev.iter().map(|(n, v)| (n.as_str(), v)).collect();
+    let mut out = Map::with_capacity(now.len());
+    for (name, v) in now {
+        let Some(then) = before.get(name.as_str()) else { continue };
+        let mut m = Map::with_capacity(N);
+        for (i, label) in names.iter().enumerate() {
+            let scale = if sector > 1 && i % 2 == 1 { sector } else { 1 };
+            let d = v[i].saturating_sub(then[i]) * scale;
+            m.push(Str::from_static(label), Value::Float(round(d as f64 / seconds)));
+        }
+        out.push(Str::from(name.clone()), Value::Object(m));
+    }
+    Value::Object(out)
+}
+
+/// Process counts by state, from each /proc/<pid>/stat.
+fn processes() -> Value {
+    let (mut total, mut running, mut sleeping, mut zombie, mut blocked) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let name = entry.file_name();
+            if !name.to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())) {
+                continue;
+            }
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+            let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()).unwrap_or("");
+            total += 1;
+            match state {
+                "R" => running += 1,
+                "S" | "I" => sleeping += 1,
+                "D" => blocked += 1,
+                "Z" => zombie += 1,
+                _ => {}
+            }
+        }
+    }
+    let mut m = Map::with_capacity(5);
+    for (k, v) in [
+        ("total", total),
+        ("running", running),
+        ("sleeping", sleeping),
+        ("blocked", blocked),
+        ("zombie", zombie),
+    ] {
+        m.push(Str::from_static(k), Value::from(v));
+    }
+    Value::Object(m)
+}

@@ -1,0 +1,204 @@
+//! The `host` and `agent` sources on this machine, checked against /proc.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Agent;
+use serde_json::Value;
+
+/// Starts the agent with `sources` into a file sink; returns it and a reader
+/// of the events written so far.
+fn start(sources: &str) -> Agent {
+    let config = format!(
+        "data_dir: {{data_dir}}\nsources:\n{sources}sinks:\n  out:\n    type: file\n    inputs: [{inputs}]\n    path: \"{{data_dir}}/events.ndjson\"\n    batch: {{timeout: 50ms}}\n",
+        inputs = sources
+            .lines()
+            .filter(|l| l.starts_with("  ") && !l.starts_with("   ") && l.trim_end().ends_with(':'))
+            .map(|l| l.trim().trim_end_matches(':'))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Agent::start(&config)
+}
+
+fn events(agent: &Agent) -> Vec<Value> {
+    std::fs::read_to_string(agent.data_dir().join("events.ndjson"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Waits until `n` events of type `ty` were written.
+fn wait_for(agent: &Agent, ty: &str, n: usize, within: Duration) -> Vec<Value> {
+    let deadline = Instant::now() + within;
+    loop {
+        let found: Vec<Value> = events(agent).into_iter().filter(|e| e["type"] == ty).collect();
+        if found.len() >= n {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "{} of {n} `{ty}` events:\n{}", found.len(), agent.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn meminfo(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{key}:"))
+                .map(|v| v.split_whitespace().next().unwrap().parse::<u64>().unwrap())
+        })
+        .unwrap()
+        * 1024
+}
+
+#[test]
+fn host_metrics_agree_with_proc_and_rates_follow_traffic() {
+    let mut agent = start("  machine:\n    type: host\n    interval: 1s\n");
+    // Known traffic over loopback during the second interval.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let reader = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        std::io::copy(&mut s, &mut std::io::sink()).unwrap()
+    });
+    wait_for(&agent, "host.metrics", 1, Duration::from_secs(10));
+    {
+        use std::io::Write as _;
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let chunk = vec![7u8; 1 << 20];
+        for _ in 0..64 {
+            s.write_all(&chunk).unwrap();
+        }
+    }
+    assert_eq!(reader.join().unwrap(), 64 << 20);
+    let all = wait_for(&agent, "host.metrics", 3, Duration::from_secs(10));
+    agent.signal("TERM");
+    agent.wait_exit(Duration::from_secs(10));
+
+    let m = &all.last().unwrap()["data"];
+    // Memory: the total is the kernel's; used moves a little between reads.
+    assert_eq!(m["memory"]["total"].as_u64().unwrap(), meminfo("MemTotal"));
+    let used = meminfo("MemTotal") - meminfo("MemAvailable");
+    let reported = m["memory"]["used"].as_u64().unwrap();
+    assert!(reported.abs_diff(used) < used / 5 + (256 << 20), "used {reported} vs {used}");
+    // Load within a unit of /proc/loadavg.
+    let load: f64 =
+        std::fs::read_to_string("/proc/loadavg").unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!((m["load"]["1m"].as_f64().unwrap() - load).abs() < 1.0);
+    // The root filesystem, as statvfs (df) has it.
+    let out = std::process::Command::new("df").args(["-B1", "--output=size,used", "/"]).output().unwrap();
+    let df: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let root = &m["filesystem"]["/"];
+    assert_eq!(root["size"].as_u64().unwrap(), df[0], "{root}");
+    assert!(root["used"].as_u64().unwrap().abs_diff(df[1]) < df[0] / 100, "{root} vs {df:?}");
+    let pct = root["used_percent"].as_f64().unwrap();
+    assert!(pct > 0.0 && pct < 100.0);
+    // CPU percentages add up to 100.
+    let cpu = &m["cpu"]["total"];
+    let sum: f64 =
+        ["user", "system", "iowait", "steal", "idle"].iter().map(|k| cpu[k].as_f64().unwrap()).sum();
+    assert!((sum - 100.0).abs() < 1.0, "{cpu}");
+    assert_eq!(
+        m["cpu"]["cores"].as_array().unwrap().len(),
+        std::thread::available_parallelism().unwrap().get()
+    );
+    // Rates: never negative; 64 MiB over loopback shows in one interval.
+    let lo_max = all
+        .iter()
+        .map(|e| e["data"]["network"]["lo"]["rx_bytes_per_second"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert!(lo_max > 8e6 && lo_max < 1e11, "lo rx {lo_max} B/s after 64 MiB");
+    for e in &all {
+        for group in ["network", "disk"] {
+            for (_, dev) in e["data"][group].as_object().unwrap() {
+                for (k, v) in dev.as_object().unwrap() {
+                    assert!(v.as_f64().unwrap() >= 0.0, "{group} {k} {v}");
+                }
+            }
+        }
+    }
+    let p = &m["processes"];
+    assert!(
+        p["total"].as_u64().unwrap() > 10 && p["total"].as_u64().unwrap() >= p["zombie"].as_u64().unwrap()
+    );
+    assert!(m["uptime_seconds"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn thresholds_cross_hold_and_clear() {
+    let processes = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_str().unwrap().bytes().all(|b| b.is_ascii_digit()))
+            .count()
+    };
+    let level = processes() + 100;
+    let mut agent = start(&format!(
+        "  machine:\n    type: host\n    interval: 500ms\n    collect: [memory, processes]\n    thresholds:\n      - {{name: always, metric: memory.used_percent, above: 0}}\n      - {{name: later, metric: memory.used_percent, above: 0, for: 2s}}\n      - {{name: crowd, metric: processes.total, above: {level}, clear_below: {level}}}\n"
+    ));
+    let first = wait_for(&agent, "host.metrics", 1, Duration::from_secs(10));
+    let crossed = wait_for(&agent, "host.threshold.crossed", 1, Duration::from_secs(10));
+    assert_eq!(crossed[0]["data"]["name"], "always");
+    assert_eq!(crossed[0]["time"], first[0]["time"], "crossed on the first sample");
+    // `for: 2s` waits four more samples.
+    let crossed = wait_for(&agent, "host.threshold.crossed", 2, Duration::from_secs(10));
+    assert_eq!(crossed[1]["data"]["name"], "later");
+    let metrics = wait_for(&agent, "host.metrics", 1, Duration::from_secs(1));
+    let at = metrics.iter().position(|e| e["time"] == crossed[1]["time"]).unwrap();
+    assert!(at >= 4, "crossed at sample {at}");
+    // 150 processes more cross `crowd`; when they are gone it clears.
+    let mut sleepers: Vec<_> =
+        (0..150).map(|_| std::process::Command::new("sleep").arg("60").spawn().unwrap()).collect();
+    let crossed = wait_for(&agent, "host.threshold.crossed", 3, Duration::from_secs(10));
+    assert_eq!(crossed[2]["data"]["name"], "crowd");
+    assert!(crossed[2]["data"]["value"].as_f64().unwrap() > level as f64);
+    for s in &mut sleepers {
+        s.kill().unwrap();
+        s.wait().unwrap();
+    }
+    let cleared = wait_for(&agent, "host.threshold.cleared", 1, Duration::from_secs(10));
+    assert_eq!(cleared[0]["data"]["name"], "crowd");
+    // The others never clear: their condition holds.
+    agent.signal("TERM");
+    agent.wait_exit(Duration::from_secs(10));
+    assert_eq!(events(&agent).iter().filter(|e| e["type"] == "host.threshold.cleared").count(), 1);
+    // Thresholds are checked when the config loads.
+    let (code, stderr) = common::validate(
+        "sources:\n  m:\n    type: host\n    thresholds:\n      - {name: bad, metric: memory.used_percent, above: 50, clear_below: 60}\nsinks:\n  o:\n    type: console\n    inputs: [m]\n",
+    );
+    assert_eq!(code, 78);
+    assert!(stderr.contains("threshold `bad`: `clear_below` must be at most `above`"), "{stderr}");
+}
+
+#[test]
+fn agent_heartbeats_at_their_interval_and_says_goodbye() {
+    let mut agent = start("  self:\n    type: agent\n    heartbeat_interval: 300ms\n");
+    let started = wait_for(&agent, "agent.started", 1, Duration::from_secs(10));
+    assert_eq!(started[0]["data"]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(started[0]["data"]["config_hash"].as_str().unwrap().len(), 64);
+    let beats = wait_for(&agent, "agent.heartbeat", 6, Duration::from_secs(10));
+    let times: Vec<chrono::DateTime<chrono::Utc>> =
+        beats.iter().map(|e| e["time"].as_str().unwrap().parse().unwrap()).collect();
+    for pair in times.windows(2) {
+        let gap = (pair[1] - pair[0]).num_milliseconds();
+        assert!((250..=700).contains(&gap), "heartbeats {gap} ms apart");
+    }
+    let last = &beats.last().unwrap()["data"];
+    assert!(last["events_in"].as_u64().unwrap() >= 5, "{last}");
+    assert!(last["rss_bytes"].as_u64().unwrap() > 1 << 20);
+    agent.signal("TERM");
+    assert!(agent.wait_exit(Duration::from_secs(10)).success());
+    let stopping = wait_for(&agent, "agent.stopping", 1, Duration::from_secs(1));
+    assert!(stopping[0]["data"]["uptime_seconds"].is_u64());
+}
