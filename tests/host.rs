@@ -202,3 +202,77 @@ fn agent_heartbeats_at_their_interval_and_says_goodbye() {
     let stopping = wait_for(&agent, "agent.stopping", 1, Duration::from_secs(1));
     assert!(stopping[0]["data"]["uptime_seconds"].is_u64());
 }
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn fs_watch_reports_created_modified_renamed_deleted_with_hashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("sub")).unwrap();
+    let mut agent = start(&format!(
+        "  files:\n    type: fs_watch\n    paths: [\"{}\"]\n    exclude: [\"**/*.swp\"]\n    hash: sha256\n    debounce: 200ms\n",
+        d.display()
+    ));
+    // Ready once the watches are in place.
+    std::thread::sleep(Duration::from_millis(500));
+    let step = || std::thread::sleep(Duration::from_millis(500));
+    // Created and written in a burst: one file.created, with the content's hash.
+    std::fs::write(d.join("a.conf"), "first").unwrap();
+    step();
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new().append(true).open(d.join("a.conf")).unwrap();
+        for _ in 0..20 {
+            f.write_all(b" more").unwrap();
+            f.flush().unwrap();
+        }
+    }
+    step();
+    std::fs::rename(d.join("a.conf"), d.join("b.conf")).unwrap();
+    step();
+    std::fs::write(d.join("ignored.swp"), "x").unwrap();
+    std::fs::write(d.join("sub/c.conf"), "deep").unwrap();
+    step();
+    std::fs::remove_file(d.join("b.conf")).unwrap();
+    let deleted = wait_for(&agent, "file.deleted", 1, Duration::from_secs(10));
+    agent.signal("TERM");
+    agent.wait_exit(Duration::from_secs(10));
+    let all: Vec<Value> =
+        events(&agent).into_iter().filter(|e| e["type"].as_str().unwrap().starts_with("file.")).collect();
+    let summary: Vec<(String, String)> = all
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_string(),
+                e["data"]["path"].as_str().unwrap().rsplit('/').next().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expect = |t: &str, p: &str| (t.to_string(), p.to_string());
+    assert_eq!(
+        summary,
+        vec![
+            expect("file.created", "a.conf"),
+            expect("file.modified", "a.conf"),
+            expect("file.renamed", "b.conf"),
+            expect("file.created", "c.conf"),
+            expect("file.deleted", "b.conf"),
+        ],
+        "{all:#?}"
+    );
+    assert_eq!(all[0]["data"]["sha256"], sha256_hex(b"first"));
+    assert_eq!(all[0]["data"]["size"], 5);
+    assert_eq!(all[0]["data"]["owner"], "root");
+    assert_eq!(all[0]["data"]["kind"], "file");
+    assert_eq!(all[0]["subject"], d.join("a.conf").display().to_string());
+    let full = format!("first{}", " more".repeat(20));
+    assert_eq!(all[1]["data"]["sha256"], sha256_hex(full.as_bytes()));
+    assert_eq!(all[2]["data"]["from"], d.join("a.conf").display().to_string());
+    assert_eq!(all[3]["data"]["sha256"], sha256_hex(b"deep"));
+    assert!(deleted[0]["data"].get("sha256").is_none());
+    assert!(all[0]["data"]["mode"].as_str().unwrap().len() == 4);
+}

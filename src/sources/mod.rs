@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod file;
+pub mod fs_watch;
 pub mod generator;
 pub mod host;
 pub mod ingest;
@@ -22,6 +23,7 @@ use crate::pipeline::metrics::{ComponentMetrics, Registry};
 pub const TYPES: &[(&str, &str)] = &[
     ("agent", include_str!("agent/example.yaml")),
     ("file", include_str!("file/example.yaml")),
+    ("fs_watch", include_str!("fs_watch/example.yaml")),
     ("generator", include_str!("generator/example.yaml")),
     ("host", include_str!("host/example.yaml")),
     ("ingest", include_str!("ingest/example.yaml")),
@@ -32,6 +34,7 @@ pub const TYPES: &[(&str, &str)] = &[
 pub enum SourceConfig {
     Agent(agent::Config),
     File(file::Config),
+    FsWatch(fs_watch::Config),
     Host(host::Config),
     Generator(generator::Config),
     Ingest(ingest::Config),
@@ -43,6 +46,7 @@ impl SourceConfig {
         Ok(Some(match ty {
             "agent" => SourceConfig::Agent(yaml::from_node(node)?),
             "file" => SourceConfig::File(yaml::from_node(node)?),
+            "fs_watch" => SourceConfig::FsWatch(yaml::from_node(node)?),
             "host" => SourceConfig::Host(yaml::from_node(node)?),
             "generator" => SourceConfig::Generator(yaml::from_node(node)?),
             "ingest" => SourceConfig::Ingest(yaml::from_node(node)?),
@@ -55,6 +59,7 @@ impl SourceConfig {
         Ok(match self {
             SourceConfig::Agent(c) => Source::Agent(agent::Agent::new(c)?),
             SourceConfig::File(c) => Source::File(file::FileSource::new(c)?),
+            SourceConfig::FsWatch(c) => Source::FsWatch(fs_watch::FsWatch::new(c)?),
             SourceConfig::Host(c) => Source::Host(host::Host::new(c)?),
             SourceConfig::Generator(c) => Source::Generator(generator::Generator::new(c.clone())?),
             SourceConfig::Ingest(c) => Source::Ingest(ingest::Ingest::new(c.clone())?),
@@ -66,6 +71,7 @@ impl SourceConfig {
 pub enum Source {
     Agent(agent::Agent),
     File(file::FileSource),
+    FsWatch(fs_watch::FsWatch),
     Host(host::Host),
     Generator(generator::Generator),
     Ingest(ingest::Ingest),
@@ -77,6 +83,7 @@ impl Source {
         match self {
             Source::Agent(s) => s.run(cx).await,
             Source::File(s) => s.run(cx).await,
+            Source::FsWatch(s) => s.run(cx).await,
             Source::Host(s) => s.run(cx).await,
             Source::Generator(s) => s.run(cx).await,
             Source::Ingest(s) => s.run(cx).await,
