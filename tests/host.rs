@@ -276,3 +276,83 @@ fn fs_watch_reports_created_modified_renamed_deleted_with_hashes() {
     assert!(deleted[0]["data"].get("sha256").is_none());
     assert!(all[0]["data"]["mode"].as_str().unwrap().len() == 4);
 }
+
+#[test]
+fn processes_started_and_exited_with_their_pid() {
+    let mut agent = start(
+        "  machine:\n    type: host\n    interval: 1h\n    collect: [load]\n    process_interval: 200ms\n    processes:\n      - {name: sleep, cmdline: \"^sleep 4242\"}\n",
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    // Not this one: the command line does not match.
+    let mut other = std::process::Command::new("sleep").arg("4343").spawn().unwrap();
+    let mut child = std::process::Command::new("sleep").arg("4242").spawn().unwrap();
+    let pid = child.id() as u64;
+    let started = wait_for(&agent, "process.started", 1, Duration::from_secs(10));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let exited = wait_for(&agent, "process.exited", 1, Duration::from_secs(10));
+    other.kill().unwrap();
+    other.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    agent.signal("TERM");
+    agent.wait_exit(Duration::from_secs(10));
+    for e in [&started[0], &exited[0]] {
+        let d = &e["data"];
+        assert_eq!(d["pid"], pid, "{e}");
+        assert_eq!(d["name"], "sleep");
+        assert_eq!(d["cmdline"], "sleep 4242");
+        assert_eq!(d["user"], "root");
+        assert_eq!(d["ppid"], std::process::id() as u64);
+        assert!(d["start_time"].as_str().unwrap().ends_with('Z'));
+    }
+    let all = events(&agent);
+    assert_eq!(all.iter().filter(|e| e["type"] == "process.started").count(), 1, "only the matching one");
+    assert_eq!(all.iter().filter(|e| e["type"] == "process.exited").count(), 1);
+}
+
+#[test]
+fn services_go_up_and_down() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tcp = listener.local_addr().unwrap();
+    // An HTTP server that answers 500 to everything.
+    let failing = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http = failing.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        for s in failing.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+        }
+    });
+    let mut agent = start(&format!(
+        "  machine:\n    type: host\n    interval: 300ms\n    collect: [load]\n    services:\n      - {{name: db, tcp: \"{tcp}\"}}\n      - {{name: api, http: \"http://{http}/health\"}}\n      - {{name: me, process: \"^/nonexistent/daemon\"}}\n"
+    ));
+    let up = wait_for(&agent, "service.up", 1, Duration::from_secs(10));
+    assert_eq!(up[0]["data"]["name"], "db");
+    assert_eq!(up[0]["data"]["check"], "tcp");
+    assert!(up[0]["data"]["latency_ms"].as_f64().unwrap() >= 0.0);
+    let down = wait_for(&agent, "service.down", 2, Duration::from_secs(10));
+    let mut names: Vec<&str> = down.iter().map(|e| e["data"]["name"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["api", "me"]);
+    let api = down.iter().find(|e| e["data"]["name"] == "api").unwrap();
+    assert!(api["data"]["error"].as_str().unwrap().contains("500"), "{api}");
+    // The listener closes: db goes down, once.
+    drop(listener);
+    let down = wait_for(&agent, "service.down", 3, Duration::from_secs(10));
+    let db = down.iter().find(|e| e["data"]["name"] == "db").unwrap();
+    assert!(db["data"]["error"].as_str().unwrap().contains("refused"), "{db}");
+    let metrics = wait_for(&agent, "host.metrics", 1, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(700));
+    agent.signal("TERM");
+    agent.wait_exit(Duration::from_secs(10));
+    let last =
+        events(&agent).into_iter().rfind(|e| e["type"] == "host.metrics").unwrap_or(metrics[0].clone());
+    assert_eq!(last["data"]["services"]["db"]["up"], false, "{last}");
+    assert_eq!(last["data"]["services"]["api"]["up"], false);
+    assert_eq!(events(&agent).iter().filter(|e| e["type"] == "service.down").count(), 3, "no repeats");
+}

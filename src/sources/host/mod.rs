@@ -9,6 +9,8 @@
 //! comes one interval after the start, when there are two.
 
 mod proc;
+mod processes;
+mod services;
 mod threshold;
 
 use std::time::{Duration, Instant};
@@ -22,6 +24,8 @@ use crate::event::{AckSet, Event, EventBatch, EventId, Map, Str, Value, time};
 
 use self::proc::Sample;
 pub use self::proc::clock_ticks;
+use self::processes::{ProcessMatch, Processes};
+use self::services::{ServiceConfig, Services};
 use self::threshold::{Threshold, ThresholdConfig};
 
 /// `type: host`
@@ -43,6 +47,33 @@ pub struct Config {
     /// `filesystem./.used_percent`, `cpu.total.iowait`). Default: none.
     #[serde(default)]
     pub thresholds: Vec<ThresholdConfig>,
+    /// Processes to report starting and exiting (`process.started`,
+    /// `process.exited`): names, or `{name, cmdline: regex, user}`. Default: none.
+    #[serde(default)]
+    pub processes: Vec<ProcessMatch>,
+    /// Report every process starting and exiting. Default: `false`.
+    #[serde(default)]
+    pub all_processes: bool,
+    /// Time between two scans for processes. Default: `1s`.
+    #[serde(default = "default_process_interval")]
+    pub process_interval: crate::config::Duration,
+    /// The most process events of one scan; the rest are counted as
+    /// dropped. Default: `100`.
+    #[serde(default = "default_process_events_limit")]
+    pub process_events_limit: usize,
+    /// Services checked every `interval`: `{name, tcp: host:port}`, `{name,
+    /// http: url, expect_status}`, `{name, unit: nginx.service}` or `{name,
+    /// process: regex}` → `service.up` / `service.down`. Default: none.
+    #[serde(default)]
+    pub services: Vec<ServiceConfig>,
+}
+
+fn default_process_interval() -> crate::config::Duration {
+    crate::config::Duration::from_secs(1)
+}
+
+fn default_process_events_limit() -> usize {
+    100
 }
 
 fn default_interval() -> crate::config::Duration {
@@ -97,6 +128,9 @@ pub struct Host {
     groups: Vec<Group>,
     mounts: proc::MountFilter,
     thresholds: Vec<Threshold>,
+    processes: Processes,
+    process_interval: Duration,
+    services: Services,
 }
 
 impl Host {
@@ -106,11 +140,17 @@ impl Host {
         }
         let thresholds =
             config.thresholds.iter().map(Threshold::new).collect::<Result<Vec<_>, BuildError>>()?;
+        if config.process_interval.0 < Duration::from_millis(100) {
+            return Err(BuildError::new("`process_interval` must be at least 100ms"));
+        }
         Ok(Host {
             interval: config.interval.0,
             groups: config.collect.clone(),
             mounts: proc::MountFilter::new(&config.mounts)?,
             thresholds,
+            processes: Processes::new(&config.processes, config.all_processes, config.process_events_limit)?,
+            process_interval: config.process_interval.0,
+            services: Services::new(&config.services)?,
         })
     }
 
@@ -120,30 +160,70 @@ impl Host {
         let mut previous = Sample::read(&self.groups);
         let mut tick = tokio::time::interval_at((Instant::now() + self.interval).into(), self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut scan = tokio::time::interval(self.process_interval);
+        scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let scanning = self.processes.is_active();
+        if !self.services.is_empty() {
+            // The first state of each service at once, not an interval later.
+            let changes = self.services.check().await;
+            if !emit(&mut cx, &mut ids, None, changes).await {
+                return Ok(());
+            }
+        }
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
+                _ = scan.tick(), if scanning => {
+                    let (changes, over) = self.processes.scan();
+                    if over > 0 {
+                        cx.metrics.add_dropped(crate::pipeline::metrics::DropReason::Filtered, over);
+                    }
+                    if !emit(&mut cx, &mut ids, None, changes).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
                 _ = cx.shutdown.cancelled() => return Ok(()),
             }
             let sample = Sample::read(&self.groups);
-            let metrics = sample.metrics(&previous, &self.groups, &self.mounts);
+            let mut metrics = sample.metrics(&previous, &self.groups, &self.mounts);
             previous = sample;
-            let now = time::now_micros();
-            ids.set_time((now / 1000) as u64);
-            let at = Instant::now();
-            let changes: Vec<_> =
-                self.thresholds.iter_mut().filter_map(|t| t.observe(&metrics, at)).collect();
-            let mut events = Vec::with_capacity(1 + changes.len());
-            events.push(event(&cx, &mut ids, now, "host.metrics", metrics));
-            for (ty, data) in changes {
-                events.push(event(&cx, &mut ids, now, ty, data));
+            let mut changes = Vec::new();
+            if !self.services.is_empty() {
+                changes = self.services.check().await;
+                metrics.push(Str::from_static("services"), self.services.states());
             }
-            cx.metrics.add_in(events.len());
-            if cx.out.send(EventBatch::new(events, AckSet::new())).await.is_err() {
+            let at = Instant::now();
+            changes.extend(self.thresholds.iter_mut().filter_map(|t| t.observe(&metrics, at)));
+            if !emit(&mut cx, &mut ids, Some(metrics), changes).await {
                 return Ok(());
             }
         }
     }
+}
+
+/// Sends `host.metrics` (if given) and the change events in one batch;
+/// `false` once the pipeline is gone.
+async fn emit(
+    cx: &mut SourceContext,
+    ids: &mut IdGen,
+    metrics: Option<Map>,
+    changes: Vec<(&'static str, Map)>,
+) -> bool {
+    if metrics.is_none() && changes.is_empty() {
+        return true;
+    }
+    let now = time::now_micros();
+    ids.set_time((now / 1000) as u64);
+    let mut events = Vec::with_capacity(1 + changes.len());
+    if let Some(m) = metrics {
+        events.push(event(cx, ids, now, "host.metrics", m));
+    }
+    for (ty, data) in changes {
+        events.push(event(cx, ids, now, ty, data));
+    }
+    cx.metrics.add_in(events.len());
+    cx.out.send(EventBatch::new(events, AckSet::new())).await.is_ok()
 }
 
 fn event(cx: &SourceContext, ids: &mut IdGen, now: i64, ty: &'static str, data: Map) -> Event {
