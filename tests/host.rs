@@ -356,3 +356,106 @@ fn services_go_up_and_down() {
     assert_eq!(last["data"]["services"]["api"]["up"], false);
     assert_eq!(events(&agent).iter().filter(|e| e["type"] == "service.down").count(), 3, "no repeats");
 }
+
+#[test]
+fn interfaces_going_down_and_up_and_new_addresses() {
+    // A veth pair of the test's own; one end follows the other's state.
+    let ip = |args: &str| {
+        let ok = std::process::Command::new("ip").args(args.split(' ')).status().unwrap().success();
+        assert!(ok, "ip {args}");
+    };
+    let _ = std::process::Command::new("ip")
+        .args(["link", "del", "hwtst0"])
+        .stderr(std::process::Stdio::null())
+        .status();
+    ip("link add hwtst0 type veth peer name hwtst1");
+    struct Cleanup;
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip").args(["link", "del", "hwtst0"]).status();
+        }
+    }
+    let _cleanup = Cleanup;
+    let mut agent = start("  machine:\n    type: host\n    interval: 300ms\n    collect: [load]\n");
+    wait_for(&agent, "host.metrics", 1, Duration::from_secs(10));
+    ip("link set hwtst0 up");
+    ip("link set hwtst1 up");
+    let up = wait_for(&agent, "net.interface.up", 1, Duration::from_secs(10));
+    let up0 = up.iter().find(|e| e["data"]["interface"] == "hwtst0").cloned();
+    let up = match up0 {
+        Some(e) => e,
+        None => wait_for(&agent, "net.interface.up", 2, Duration::from_secs(10))
+            .into_iter()
+            .find(|e| e["data"]["interface"] == "hwtst0")
+            .unwrap(),
+    };
+    assert_eq!(up["data"]["state"], "up");
+    ip("addr add 10.99.77.1/24 dev hwtst0");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let with_address = loop {
+        let found = events(&agent)
+            .into_iter()
+            .find(|e| e["data"]["interface"] == "hwtst0" && e["data"]["change"] == "addresses");
+        if let Some(e) = found {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "no address change:\n{:#?}", events(&agent));
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        with_address["data"]["addresses"].as_array().unwrap().iter().any(|a| a == "10.99.77.1/24"),
+        "{with_address}"
+    );
+    ip("link set hwtst1 down");
+    let down = wait_for(&agent, "net.interface.down", 1, Duration::from_secs(10));
+    let d = down
+        .iter()
+        .find(|e| e["data"]["interface"] == "hwtst0" || e["data"]["interface"] == "hwtst1")
+        .unwrap();
+    assert_ne!(d["data"]["state"], "up");
+    agent.signal("TERM");
+    agent.wait_exit(Duration::from_secs(10));
+}
+
+#[test]
+fn top_processes_name_the_busy_one() {
+    let mut busy = std::process::Command::new("sh").args(["-c", "while :; do :; done"]).spawn().unwrap();
+    let pid = busy.id() as u64;
+    let mut agent =
+        start("  machine:\n    type: host\n    interval: 700ms\n    collect: [load]\n    top_processes: 3\n");
+    let metrics = wait_for(&agent, "host.metrics", 2, Duration::from_secs(10));
+    busy.kill().unwrap();
+    busy.wait().unwrap();
+    agent.signal("TERM");
+    agent.wait_exit(Duration::from_secs(10));
+    let top = &metrics[1]["data"]["top_processes"];
+    let by_cpu = top["by_cpu"].as_array().unwrap();
+    assert_eq!(by_cpu.len(), 3);
+    let entry = by_cpu.iter().find(|p| p["pid"] == pid).unwrap_or_else(|| panic!("{top:#}"));
+    assert!(entry["cpu_percent"].as_f64().unwrap() > 20.0, "{entry}");
+    assert_eq!(entry["name"], "sh");
+    let mem: Vec<u64> =
+        top["by_memory"].as_array().unwrap().iter().map(|p| p["rss_bytes"].as_u64().unwrap()).collect();
+    assert!(mem.windows(2).all(|w| w[0] >= w[1]) && mem[0] > 0, "{mem:?}");
+}
+
+#[test]
+fn exit_statuses_come_from_the_kernel() {
+    let mut agent = start(
+        "  machine:\n    type: host\n    interval: 1h\n    collect: [load]\n    process_interval: 100ms\n    processes:\n      - {name: sh, cmdline: \"exit 3|kill -9\"}\n",
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    let mut three = std::process::Command::new("sh").args(["-c", "sleep 0.6; exit 3"]).spawn().unwrap();
+    let mut killed = std::process::Command::new("sh").args(["-c", "sleep 0.6; kill -9 $$"]).spawn().unwrap();
+    let (p3, pk) = (three.id() as u64, killed.id() as u64);
+    three.wait().unwrap();
+    killed.wait().unwrap();
+    let exited = wait_for(&agent, "process.exited", 2, Duration::from_secs(10));
+    agent.signal("TERM");
+    agent.wait_exit(Duration::from_secs(10));
+    let by_pid =
+        |pid: u64| exited.iter().find(|e| e["data"]["pid"] == pid).unwrap_or_else(|| panic!("{exited:#?}"));
+    assert_eq!(by_pid(p3)["data"]["exit_code"], 3, "{:#}", by_pid(p3));
+    assert_eq!(by_pid(p3)["data"]["signal"], Value::Null);
+    assert_eq!(by_pid(pk)["data"]["signal"], 9, "{:#}", by_pid(pk));
+}

@@ -8,6 +8,8 @@
 //! percentages and rates per second between two samples; the first event
 //! comes one interval after the start, when there are two.
 
+mod connector;
+mod interfaces;
 mod proc;
 mod processes;
 mod services;
@@ -43,6 +45,11 @@ pub struct Config {
     /// (pseudo filesystems such as proc, sysfs, tmpfs, overlay are left out).
     #[serde(default)]
     pub mounts: MountsConfig,
+    /// Report the N processes using the most CPU and the most memory in
+    /// each `host.metrics` (`top_processes.by_cpu`, `.by_memory`); `0`
+    /// turns it off. Default: `5`.
+    #[serde(default = "default_top")]
+    pub top_processes: usize,
     /// Thresholds over any metric path (`memory.used_percent`,
     /// `filesystem./.used_percent`, `cpu.total.iowait`). Default: none.
     #[serde(default)]
@@ -66,6 +73,15 @@ pub struct Config {
     /// process: regex}` → `service.up` / `service.down`. Default: none.
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
+    /// Report network interfaces going up or down or changing addresses
+    /// (`net.interface.up`, `net.interface.down`), looked at every `interval`.
+    /// Default: `true`.
+    #[serde(default = "yes")]
+    pub interfaces: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_process_interval() -> crate::config::Duration {
@@ -74,6 +90,10 @@ fn default_process_interval() -> crate::config::Duration {
 
 fn default_process_events_limit() -> usize {
     100
+}
+
+fn default_top() -> usize {
+    5
 }
 
 fn default_interval() -> crate::config::Duration {
@@ -131,6 +151,8 @@ pub struct Host {
     processes: Processes,
     process_interval: Duration,
     services: Services,
+    interfaces: Option<interfaces::Interfaces>,
+    top: usize,
 }
 
 impl Host {
@@ -151,18 +173,23 @@ impl Host {
             processes: Processes::new(&config.processes, config.all_processes, config.process_events_limit)?,
             process_interval: config.process_interval.0,
             services: Services::new(&config.services)?,
+            interfaces: config.interfaces.then(interfaces::Interfaces::default),
+            top: config.top_processes,
         })
     }
 
     pub async fn run(mut self, mut cx: SourceContext) -> Result<(), String> {
         cx.ready(Ok(()));
         let mut ids = IdGen::new();
-        let mut previous = Sample::read(&self.groups);
+        let mut previous = Sample::read(&self.groups, self.top);
         let mut tick = tokio::time::interval_at((Instant::now() + self.interval).into(), self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut scan = tokio::time::interval(self.process_interval);
         scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let scanning = self.processes.is_active();
+        if let Some(i) = &mut self.interfaces {
+            i.check();
+        }
         if !self.services.is_empty() {
             // The first state of each service at once, not an interval later.
             let changes = self.services.check().await;
@@ -185,13 +212,16 @@ impl Host {
                 }
                 _ = cx.shutdown.cancelled() => return Ok(()),
             }
-            let sample = Sample::read(&self.groups);
-            let mut metrics = sample.metrics(&previous, &self.groups, &self.mounts);
+            let sample = Sample::read(&self.groups, self.top);
+            let mut metrics = sample.metrics(&previous, &self.groups, &self.mounts, self.top);
             previous = sample;
             let mut changes = Vec::new();
             if !self.services.is_empty() {
                 changes = self.services.check().await;
                 metrics.push(Str::from_static("services"), self.services.states());
+            }
+            if let Some(i) = &mut self.interfaces {
+                changes.extend(i.check());
             }
             let at = Instant::now();
             changes.extend(self.thresholds.iter_mut().filter_map(|t| t.observe(&metrics, at)));

@@ -87,6 +87,8 @@ pub struct Sample {
     disks: Vec<(String, [u64; 4])>,
     /// Interface: rx bytes, packets, errors, drops; tx the same.
     net: Vec<(String, [u64; 8])>,
+    /// Pid: start time, CPU ticks, resident pages, name (for top_processes).
+    procs: HashMap<u32, (u64, u64, u64, String)>,
 }
 
 fn read(path: &str) -> String {
@@ -102,8 +104,17 @@ fn numbers<const N: usize>(fields: &[&str], at: &[usize]) -> [u64; N] {
 }
 
 impl Sample {
-    pub fn read(groups: &[Group]) -> Sample {
-        let mut s = Sample { taken: Instant::now(), cpu: Vec::new(), disks: Vec::new(), net: Vec::new() };
+    pub fn read(groups: &[Group], top: usize) -> Sample {
+        let mut s = Sample {
+            taken: Instant::now(),
+            cpu: Vec::new(),
+            disks: Vec::new(),
+            net: Vec::new(),
+            procs: HashMap::new(),
+        };
+        if top > 0 {
+            s.procs = process_usage();
+        }
         if groups.contains(&Group::Cpu) {
             for line in read("/proc/stat").lines().filter(|l| l.starts_with("cpu")) {
                 let f: Vec<&str> = line.split_whitespace().collect();
@@ -136,9 +147,12 @@ impl Sample {
     }
 
     /// The `host.metrics` data: figures now, rates since `prev`.
-    pub fn metrics(&self, prev: &Sample, groups: &[Group], mounts: &MountFilter) -> Map {
+    pub fn metrics(&self, prev: &Sample, groups: &[Group], mounts: &MountFilter, top: usize) -> Map {
         let seconds = self.taken.duration_since(prev.taken).as_secs_f64().max(1e-3);
-        let mut m = Map::with_capacity(groups.len());
+        let mut m = Map::with_capacity(groups.len() + 1);
+        if top > 0 {
+            m.push(Str::from_static("top_processes"), self.top(prev, seconds, top));
+        }
         let k = Str::from_static;
         for g in groups {
             match g {
@@ -196,6 +210,56 @@ impl Sample {
         out.push(Str::from_static("cores"), Value::Array(cores));
         Value::Object(out)
     }
+}
+
+impl Sample {
+    /// The `top` processes by CPU (since the last sample) and by memory.
+    fn top(&self, prev: &Sample, seconds: f64, top: usize) -> Value {
+        let ticks = clock_ticks();
+        let page = 4096u64;
+        let mut rows: Vec<(u32, f64, u64, &str)> = self
+            .procs
+            .iter()
+            .map(|(pid, (start, cpu, rss, name))| {
+                let before = prev.procs.get(pid).filter(|p| p.0 == *start).map_or(*cpu, |p| p.1);
+                let pct = 100.0 * cpu.saturating_sub(before) as f64 / ticks / seconds;
+                (*pid, pct, rss * page, name.as_str())
+            })
+            .collect();
+        let row = |r: &(u32, f64, u64, &str)| {
+            let mut m = Map::with_capacity(4);
+            m.push(Str::from_static("pid"), Value::from(u64::from(r.0)));
+            m.push(Str::from_static("name"), Value::from(r.3.to_string()));
+            m.push(Str::from_static("cpu_percent"), Value::Float(round(r.1)));
+            m.push(Str::from_static("rss_bytes"), Value::from(r.2));
+            Value::Object(m)
+        };
+        rows.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.2.cmp(&a.2)));
+        let by_cpu = Value::Array(rows.iter().take(top).map(row).collect());
+        rows.sort_by_key(|r| std::cmp::Reverse(r.2));
+        let by_memory = Value::Array(rows.iter().take(top).map(row).collect());
+        let mut m = Map::with_capacity(2);
+        m.push(Str::from_static("by_cpu"), by_cpu);
+        m.push(Str::from_static("by_memory"), by_memory);
+        Value::Object(m)
+    }
+}
+
+/// Start time, CPU ticks (user + system), resident pages and name of every process.
+fn process_usage() -> HashMap<u32, (u64, u64, u64, String)> {
+    let mut out = HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(s) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let (Some(open), Some(close)) = (s.find('('), s.rfind(')')) else { continue };
+        let name = s[open + 1..close].to_string();
+        let f: Vec<&str> = s[close + 1..].split_whitespace().collect();
+        let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        // After the name: state(0) ... utime(11) stime(12) ... starttime(19) vsize(20) rss(21).
+        out.insert(pid, (n(19), n(11) + n(12), n(21), name));
+    }
+    out
 }
 
 fn round(v: f64) -> f64 {

@@ -2,8 +2,8 @@
 //!
 //! The scan lists /proc and reads only the `stat` of pids not seen before,
 //! and the command line and owner of those that may match; a process that lives less than one scan
-//! interval can be missed, and the exit status is not known (the kernel
-//! tells it only to the parent, or through the proc connector).
+//! interval can be missed. The exit status comes from the kernel's process
+//! events connector (see `connector`) when the agent may listen to it.
 
 use std::collections::HashMap;
 
@@ -57,6 +57,8 @@ pub struct Processes {
     first: bool,
     ticks: f64,
     boot: u64,
+    /// Exit statuses from the kernel, once listening (at the first scan).
+    exits: Option<std::sync::Arc<std::sync::Mutex<super::connector::Exits>>>,
 }
 
 impl Processes {
@@ -91,6 +93,7 @@ impl Processes {
             first: true,
             ticks: super::clock_ticks(),
             boot,
+            exits: None,
         })
     }
 
@@ -101,6 +104,14 @@ impl Processes {
     /// Scans /proc; the `process.started` and `process.exited` events since
     /// the last scan, and how many were left out by the limit.
     pub fn scan(&mut self) -> (Vec<(&'static str, Map)>, usize) {
+        if self.first {
+            match super::connector::listen() {
+                Ok(e) => self.exits = Some(e),
+                Err(e) => tracing::info!(
+                    "process exit statuses are not available ({e}); processes are still reported"
+                ),
+            }
+        }
         let mut seen: HashMap<u32, Info> = HashMap::with_capacity(self.known.len() + 16);
         let mut events = Vec::new();
         let Ok(dir) = std::fs::read_dir("/proc") else { return (events, 0) };
@@ -122,7 +133,18 @@ impl Processes {
         }
         for (pid, info) in self.known.drain().collect::<Vec<_>>() {
             if info.matched {
-                events.push(("process.exited", self.data(pid, &info)));
+                let mut data = self.data(pid, &info);
+                let status = self.exits.as_ref().and_then(|e| e.lock().ok()?.take(pid));
+                let (code, signal) = status.unwrap_or((None, None));
+                data.push(
+                    Str::from_static("exit_code"),
+                    code.map_or(Value::Null, |c| Value::from(u64::from(c))),
+                );
+                data.push(
+                    Str::from_static("signal"),
+                    signal.map_or(Value::Null, |s| Value::from(u64::from(s))),
+                );
+                events.push(("process.exited", data));
             }
         }
         self.known = seen;
@@ -172,7 +194,6 @@ impl Processes {
         let mut buf = Vec::with_capacity(32);
         crate::event::time::format_rfc3339((started * 1e6) as i64, &mut buf);
         m.push(Str::from_static("start_time"), Value::from(String::from_utf8_lossy(&buf).into_owned()));
-        m.push(Str::from_static("exit_code"), Value::Null);
         m
     }
 }
