@@ -5,6 +5,7 @@ pub mod file;
 pub mod fs_watch;
 pub mod generator;
 pub mod host;
+pub mod http_capture;
 pub mod ingest;
 
 use std::path::PathBuf;
@@ -26,6 +27,7 @@ pub const TYPES: &[(&str, &str)] = &[
     ("fs_watch", include_str!("fs_watch/example.yaml")),
     ("generator", include_str!("generator/example.yaml")),
     ("host", include_str!("host/example.yaml")),
+    ("http_capture", include_str!("http_capture/example.yaml")),
     ("ingest", include_str!("ingest/example.yaml")),
 ];
 
@@ -36,6 +38,7 @@ pub enum SourceConfig {
     File(file::Config),
     FsWatch(fs_watch::Config),
     Host(host::Config),
+    HttpCapture(http_capture::Config),
     Generator(generator::Config),
     Ingest(ingest::Config),
 }
@@ -48,6 +51,7 @@ impl SourceConfig {
             "file" => SourceConfig::File(yaml::from_node(node)?),
             "fs_watch" => SourceConfig::FsWatch(yaml::from_node(node)?),
             "host" => SourceConfig::Host(yaml::from_node(node)?),
+            "http_capture" => SourceConfig::HttpCapture(yaml::from_node(node)?),
             "generator" => SourceConfig::Generator(yaml::from_node(node)?),
             "ingest" => SourceConfig::Ingest(yaml::from_node(node)?),
             _ => return Ok(None),
@@ -61,6 +65,7 @@ impl SourceConfig {
             SourceConfig::File(c) => Source::File(file::FileSource::new(c)?),
             SourceConfig::FsWatch(c) => Source::FsWatch(fs_watch::FsWatch::new(c)?),
             SourceConfig::Host(c) => Source::Host(host::Host::new(c)?),
+            SourceConfig::HttpCapture(c) => Source::HttpCapture(http_capture::HttpCapture::new(c)?),
             SourceConfig::Generator(c) => Source::Generator(generator::Generator::new(c.clone())?),
             SourceConfig::Ingest(c) => Source::Ingest(ingest::Ingest::new(c.clone())?),
         })
@@ -73,6 +78,7 @@ pub enum Source {
     File(file::FileSource),
     FsWatch(fs_watch::FsWatch),
     Host(host::Host),
+    HttpCapture(http_capture::HttpCapture),
     Generator(generator::Generator),
     Ingest(ingest::Ingest),
 }
@@ -85,6 +91,7 @@ impl Source {
             Source::File(s) => s.run(cx).await,
             Source::FsWatch(s) => s.run(cx).await,
             Source::Host(s) => s.run(cx).await,
+            Source::HttpCapture(s) => s.run(cx).await,
             Source::Generator(s) => s.run(cx).await,
             Source::Ingest(s) => s.run(cx).await,
         }

@@ -1,0 +1,230 @@
+//! `http_capture` in proxy mode: a real HTTP server behind the agent, real
+//! clients in front, every request one `http.transaction`.
+
+mod common;
+
+use std::io::{Read as _, Write as _};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{Agent, free_port};
+use http_body_util::{Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+type Body = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+/// The service: /ok 200, /missing 404, /fail 500, /chunked a chunked body,
+/// /big 10 MiB, /slow after 300ms, /echo the request body's size, /never
+/// no answer.
+async fn serve(listener: tokio::net::TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                    let path = req.uri().path().to_string();
+                    let forwarded = req.headers().get("x-forwarded-for").is_some();
+                    let full = |status: u16, body: Vec<u8>| {
+                        let mut r = hyper::Response::new(Full::new(Bytes::from(body)).boxed());
+                        *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                        r
+                    };
+                    let response: hyper::Response<Body> = match path.as_str() {
+                        _ if !forwarded => full(400, b"no x-forwarded-for".to_vec()),
+                        "/ok" => full(200, b"fine".to_vec()),
+                        "/missing" => full(404, b"no".to_vec()),
+                        "/fail" => full(500, b"broken".to_vec()),
+                        "/big" => full(200, vec![b'x'; 10 << 20]),
+                        "/slow" => {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            full(200, b"late".to_vec())
+                        }
+                        "/echo" => {
+                            let n = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+                            full(200, n.to_string().into_bytes())
+                        }
+                        "/chunked" => {
+                            let frames = futures_util::stream::iter(
+                                ["one ", "two ", "three"]
+                                    .map(|s| Ok(Frame::data(Bytes::from_static(s.as_bytes())))),
+                            );
+                            hyper::Response::new(BodyExt::boxed(StreamBody::new(frames)))
+                        }
+                        "/never" => {
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                            full(200, Vec::new())
+                        }
+                        _ => full(404, Vec::new()),
+                    };
+                    Ok::<_, std::convert::Infallible>(response)
+                });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn events(agent: &Agent) -> Vec<Value> {
+    std::fs::read_to_string(agent.data_dir().join("events.ndjson"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn wait_for(agent: &Agent, n: usize, within: Duration) -> Vec<Value> {
+    let deadline = Instant::now() + within;
+    loop {
+        let e = events(agent);
+        if e.len() >= n {
+            return e;
+        }
+        assert!(Instant::now() < deadline, "{} of {n} transactions:\n{}", e.len(), agent.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+use http_body_util::BodyExt;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_records_every_transaction_once() {
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    tokio::spawn(serve(upstream));
+    let port = free_port();
+    let mut agent = Agent::start(&format!(
+        "data_dir: {{data_dir}}\nsources:\n  web:\n    type: http_capture\n    mode: proxy\n    listen: \"127.0.0.1:{port}\"\n    upstream: \"{upstream_addr}\"\n    headers: [user-agent, content-type, authorization, x-request-id]\n    transaction_timeout: 1s\nsinks:\n  out:\n    type: file\n    inputs: [web]\n    path: \"{{data_dir}}/events.ndjson\"\n    batch: {{timeout: 50ms}}\n"
+    ));
+    agent.wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
+    let base = format!("http://127.0.0.1:{port}");
+
+    // 1,000 requests over keep-alive connections: mixed methods and answers.
+    hostwatch::sinks::http::install_crypto_provider();
+    let client = reqwest::Client::builder().pool_max_idle_per_host(4).build().unwrap();
+    let paths = ["/ok", "/missing", "/fail", "/chunked", "/echo"];
+    let mut expected = std::collections::HashMap::new();
+    let mut tasks = Vec::new();
+    for i in 0..1000u32 {
+        let path = paths[(i % 5) as usize];
+        let url = format!("{base}{path}?n={i}&token=s3cret");
+        let client = client.clone();
+        expected.insert(i, path);
+        tasks.push(tokio::spawn(async move {
+            let req = if path == "/echo" {
+                client.post(&url).body(vec![b'y'; 1000 + i as usize])
+            } else if i.is_multiple_of(7) {
+                client.head(&url)
+            } else {
+                client.get(&url)
+            };
+            let res = req
+                .header("authorization", "Bearer hunter2")
+                .header("x-request-id", i.to_string())
+                .send()
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            let body = res.bytes().await.unwrap();
+            (status, body.len())
+        }));
+        if i % 50 == 49 {
+            for t in tasks.drain(..) {
+                let (status, _) = t.await.unwrap();
+                assert_ne!(status, 400, "the service saw no X-Forwarded-For");
+            }
+        }
+    }
+    // A 10 MiB body, a slow answer, pipelined requests, one never answered.
+    let big = client.get(format!("{base}/big")).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(big.len(), 10 << 20);
+    let slow = client.get(format!("{base}/slow")).send().await.unwrap();
+    assert_eq!(slow.status(), 200);
+    let pipelined = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"GET /ok?p=1 HTTP/1.1\r\nHost: a\r\n\r\nGET /missing?p=2 HTTP/1.1\r\nHost: a\r\n\r\nGET /ok?p=3 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer.matches("HTTP/1.1 ").count()
+    })
+    .await
+    .unwrap();
+    assert_eq!(pipelined, 3);
+    let never = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"GET /never HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(2500));
+        drop(s);
+    });
+    never.await.unwrap();
+
+    let all = wait_for(&agent, 1000 + 2 + 3 + 1, Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let all_now = events(&agent);
+    assert_eq!(all_now.len(), all.len().max(all_now.len()));
+    agent.signal("TERM");
+    agent.wait_exit(Duration::from_secs(10));
+    let all = events(&agent);
+    // Exactly one transaction per request.
+    let mut seen = std::collections::HashMap::new();
+    for e in all.iter().filter(|e| e["data"]["query"].as_str().is_some_and(|q| q.contains("token="))) {
+        let n: u32 = e["data"]["query"].as_str().unwrap().split('&').next().unwrap()[2..].parse().unwrap();
+        *seen.entry(n).or_insert(0) += 1;
+        let d = &e["data"];
+        let path = expected[&n];
+        assert_eq!(d["path"], path, "{e}");
+        assert_eq!(e["subject"], path);
+        assert_eq!(e["type"], "http.transaction");
+        let status = d["status"].as_u64().unwrap();
+        assert_eq!(
+            status,
+            match path {
+                "/missing" => 404,
+                "/fail" => 500,
+                _ => 200,
+            },
+            "{e}"
+        );
+        assert!(d["query"].as_str().unwrap().ends_with("token=[masked]"), "{e}");
+        assert_eq!(d["headers"]["request.authorization"], "[redacted]");
+        assert_eq!(d["headers"]["request.x-request-id"], n.to_string());
+        assert_eq!(d["client_address"], "127.0.0.1");
+        assert_eq!(d["server_port"], upstream_addr.port() as u64);
+        assert!(d["duration_ms"].as_f64().unwrap() >= 0.0);
+        let method = d["method"].as_str().unwrap();
+        if path == "/echo" {
+            assert_eq!(method, "POST");
+            assert!(d["request_bytes"].as_u64().unwrap() >= 1000 + n as u64, "{e}");
+        } else if n.is_multiple_of(7) {
+            assert_eq!(method, "HEAD");
+        }
+        if path == "/chunked" && method == "GET" {
+            assert!(d["response_bytes"].as_u64().unwrap() > "one two three".len() as u64, "{e}");
+        }
+    }
+    assert_eq!(seen.len(), 1000, "every request recorded");
+    assert!(seen.values().all(|c| *c == 1), "none twice");
+    let by_path = |p: &str| all.iter().filter(|e| e["data"]["path"] == p).collect::<Vec<_>>();
+    let big = by_path("/big");
+    assert_eq!(big.len(), 1);
+    assert!(big[0]["data"]["response_bytes"].as_u64().unwrap() > 10 << 20);
+    let slow = by_path("/slow");
+    assert!(slow[0]["data"]["duration_ms"].as_f64().unwrap() >= 300.0, "{}", slow[0]);
+    let pipelined: Vec<_> =
+        all.iter().filter(|e| e["data"]["query"].as_str().is_some_and(|q| q.starts_with("p="))).collect();
+    let order: Vec<(&str, u64)> = pipelined
+        .iter()
+        .map(|e| (e["data"]["query"].as_str().unwrap(), e["data"]["status"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(order, [("p=1", 200), ("p=2", 404), ("p=3", 200)]);
+    let never = by_path("/never");
+    assert_eq!(never.len(), 1, "{never:?}");
+    assert_eq!(never[0]["data"]["status"], Value::Null);
+    assert_eq!(never[0]["data"]["error"], "no response");
+    // The redacted header's value is nowhere.
+    let text = std::fs::read_to_string(agent.data_dir().join("events.ndjson")).unwrap();
+    assert!(!text.contains("hunter2"));
+    assert!(!text.contains("s3cret"));
+}
