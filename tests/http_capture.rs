@@ -33,7 +33,12 @@ async fn serve(listener: tokio::net::TcpListener) {
                     };
                     let response: hyper::Response<Body> = match path.as_str() {
                         _ if !forwarded => full(400, b"no x-forwarded-for".to_vec()),
-                        "/ok" => full(200, b"fine".to_vec()),
+                        "/ok" => {
+                            let mut r = full(200, b"fine".to_vec());
+                            r.headers_mut()
+                                .insert("content-type", "text/plain; charset=utf-8".parse().unwrap());
+                            r
+                        }
                         "/missing" => full(404, b"no".to_vec()),
                         "/fail" => full(500, b"broken".to_vec()),
                         "/big" => full(200, vec![b'x'; 10 << 20]),
@@ -96,7 +101,7 @@ async fn proxy_records_every_transaction_once() {
     tokio::spawn(serve(upstream));
     let port = free_port();
     let mut agent = Agent::start(&format!(
-        "data_dir: {{data_dir}}\nsources:\n  web:\n    type: http_capture\n    mode: proxy\n    listen: \"127.0.0.1:{port}\"\n    upstream: \"{upstream_addr}\"\n    headers: [user-agent, content-type, authorization, x-request-id]\n    transaction_timeout: 1s\nsinks:\n  out:\n    type: file\n    inputs: [web]\n    path: \"{{data_dir}}/events.ndjson\"\n    batch: {{timeout: 50ms}}\n"
+        "data_dir: {{data_dir}}\nsources:\n  web:\n    type: http_capture\n    mode: proxy\n    listen: \"127.0.0.1:{port}\"\n    upstream: \"{upstream_addr}\"\n    headers: [user-agent, content-type, authorization, x-request-id]\n    transaction_timeout: 1s\n    max_body_bytes: 64\nsinks:\n  out:\n    type: file\n    inputs: [web]\n    path: \"{{data_dir}}/events.ndjson\"\n    batch: {{timeout: 50ms}}\n"
     ));
     agent.wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
     let base = format!("http://127.0.0.1:{port}");
@@ -114,7 +119,10 @@ async fn proxy_records_every_transaction_once() {
         expected.insert(i, path);
         tasks.push(tokio::spawn(async move {
             let req = if path == "/echo" {
-                client.post(&url).body(vec![b'y'; 1000 + i as usize])
+                client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(vec![b'y'; 1000 + i as usize])
             } else if i.is_multiple_of(7) {
                 client.head(&url)
             } else {
@@ -194,6 +202,20 @@ async fn proxy_records_every_transaction_once() {
         assert_eq!(d["server_port"], upstream_addr.port() as u64);
         assert!(d["duration_ms"].as_f64().unwrap() >= 0.0);
         let method = d["method"].as_str().unwrap();
+        // Bodies of the asked-for content types, cut at max_body_bytes.
+        match path {
+            "/ok" if method == "GET" => {
+                assert_eq!(d["response_body"], "fine", "{e}");
+                assert_eq!(d["response_body_truncated"], false);
+            }
+            // HEAD: the type is text, the body empty.
+            "/ok" => assert_eq!(d["response_body"], "", "{e}"),
+            "/echo" => {
+                assert_eq!(d["request_body"], "y".repeat(64), "{e}");
+                assert_eq!(d["request_body_truncated"], true);
+            }
+            _ => assert!(d.get("response_body").is_none(), "{e}"),
+        }
         if path == "/echo" {
             assert_eq!(method, "POST");
             assert!(d["request_bytes"].as_u64().unwrap() >= 1000 + n as u64, "{e}");

@@ -68,7 +68,7 @@ impl<'de> Deserialize<'de> for Duration {
 
 /// A size in bytes: `512`, `64KiB`, `1MiB`, `1GiB` (also `KB`, `MB`, `GB` as
 /// powers of 1000).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ByteSize(pub u64);
 
 impl ByteSize {

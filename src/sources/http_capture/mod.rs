@@ -45,6 +45,15 @@ pub struct Config {
     /// Default: `authorization`, `proxy-authorization`, `cookie`, `set-cookie`.
     #[serde(default = "default_redact")]
     pub redact: Vec<String>,
+    /// Capture request and response bodies up to this size (`request_body`,
+    /// `response_body`, and `*_body_truncated` when cut); `0` captures none.
+    /// Default: `0`.
+    #[serde(default)]
+    pub max_body_bytes: crate::config::ByteSize,
+    /// The content types whose bodies are captured (`application/json`,
+    /// `text/*`). Default: `application/json`, `text/*`.
+    #[serde(default = "default_body_content_types")]
+    pub body_content_types: Vec<String>,
     /// A request without a response for this long is reported with `status:
     /// null` and `error: "no response"`. Default: `30s`.
     #[serde(default = "default_transaction_timeout")]
@@ -66,6 +75,9 @@ fn default_headers() -> Vec<String> {
 fn default_redact() -> Vec<String> {
     ["authorization", "proxy-authorization", "cookie", "set-cookie"].map(String::from).to_vec()
 }
+fn default_body_content_types() -> Vec<String> {
+    ["application/json", "text/*"].map(String::from).to_vec()
+}
 fn default_transaction_timeout() -> crate::config::Duration {
     crate::config::Duration::from_secs(30)
 }
@@ -77,6 +89,8 @@ pub struct Recording {
     headers: Vec<String>,
     redact: Vec<String>,
     timeout: Duration,
+    max_body: usize,
+    body_types: Vec<String>,
 }
 
 pub struct HttpCapture {
@@ -106,6 +120,8 @@ impl HttpCapture {
                 headers: lower(&config.headers),
                 redact: lower(&config.redact),
                 timeout: config.transaction_timeout.0,
+                max_body: config.max_body_bytes.0 as usize,
+                body_types: lower(&config.body_content_types),
             }),
         })
     }
@@ -202,15 +218,50 @@ pub struct Request {
     pub done: bool,
     /// Reported as unanswered already (its timeout passed).
     pub reported: bool,
+    /// The captured start of its body, if asked for.
+    pub body: Option<Captured>,
+}
+
+/// The start of a body, up to `max_body_bytes`.
+#[derive(Debug, Default)]
+pub struct Captured {
+    pub bytes: Vec<u8>,
+    pub truncated: bool,
+}
+
+impl Captured {
+    pub fn add(&mut self, data: &[u8], max: usize) {
+        let room = max.saturating_sub(self.bytes.len());
+        self.bytes.extend_from_slice(&data[..room.min(data.len())]);
+        self.truncated |= data.len() > room;
+    }
 }
 
 impl Recording {
+    /// A buffer for the body of a message with this head, if its body is
+    /// to be captured.
+    pub fn capture(&self, head: &parser::Head) -> Option<Captured> {
+        if self.max_body == 0 {
+            return None;
+        }
+        let ct = head.header("content-type")?.split(';').next()?.trim().to_ascii_lowercase();
+        let wanted = self.body_types.iter().any(|t| match t.strip_suffix("/*") {
+            Some(prefix) => ct.split('/').next() == Some(prefix),
+            None => *t == ct,
+        });
+        wanted.then(Captured::default)
+    }
+
+    pub fn max_body(&self) -> usize {
+        self.max_body
+    }
+
     /// The `http.transaction` data for a request and its response (or the
     /// lack of one).
     pub fn transaction(
         &self,
         req: &Request,
-        res: Option<(&parser::Head, u64)>,
+        res: Option<(&parser::Head, u64, Option<&Captured>)>,
         error: Option<&str>,
         client: SocketAddr,
         server: SocketAddr,
@@ -234,7 +285,7 @@ impl Recording {
         m.push(k("host"), h.header("host").map_or(Value::Null, |v| Value::from(v.to_string())));
         m.push(k("http_version"), Value::from(if h.version == 0 { "1.0" } else { "1.1" }));
         match res {
-            Some((r, body)) => {
+            Some((r, body, _)) => {
                 m.push(k("status"), Value::from(u64::from(r.status)));
                 m.push(k("reason"), Value::from(r.reason.clone()));
                 m.push(k("response_bytes"), Value::from(r.bytes as u64 + body));
@@ -267,6 +318,13 @@ impl Recording {
             }
         }
         m.push(k("headers"), Value::Object(headers));
+        for (name, captured) in [("request", req.body.as_ref()), ("response", res.and_then(|r| r.2))] {
+            if let Some(c) = captured {
+                let text = String::from_utf8_lossy(&c.bytes).into_owned();
+                m.push(Str::from(format!("{name}_body")), Value::from(text));
+                m.push(Str::from(format!("{name}_body_truncated")), Value::Bool(c.truncated));
+            }
+        }
         if let Some(e) = error {
             m.push(k("error"), Value::from(e.to_string()));
         }

@@ -95,6 +95,7 @@ async fn requests(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, conn: Arc<Con
     let mut parser = Parser::new(Side::Request);
     let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
     let forwarded = format!("X-Forwarded-For: {}\r\n", conn.client.ip());
+    let mut body: Option<super::Captured> = None;
     loop {
         let read_at = Instant::now();
         match from.read_buf(&mut buf).await {
@@ -120,6 +121,7 @@ async fn requests(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, conn: Arc<Con
                             out.extend_from_slice(&span[..n - 2]);
                             out.extend_from_slice(forwarded.as_bytes());
                             out.extend_from_slice(b"\r\n");
+                            body = conn.rec.capture(&head);
                             let expect = Expect {
                                 head_request: head.method.eq_ignore_ascii_case("HEAD"),
                                 connect: head.method.eq_ignore_ascii_case("CONNECT"),
@@ -132,6 +134,7 @@ async fn requests(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, conn: Arc<Con
                                 body_bytes: 0,
                                 done: false,
                                 reported: false,
+                                body: None,
                             });
                         }
                         Item::End { body_bytes } => {
@@ -139,9 +142,15 @@ async fn requests(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, conn: Arc<Con
                             if let Some(r) = s.requests.iter_mut().rev().find(|r| !r.done) {
                                 r.body_bytes = body_bytes;
                                 r.done = true;
+                                r.body = body.take();
                             }
                         }
-                        Item::Body => out.extend_from_slice(span),
+                        Item::Body => {
+                            if let Some(b) = body.as_mut() {
+                                b.add(span, conn.rec.max_body());
+                            }
+                            out.extend_from_slice(span)
+                        }
                     }
                     at += n;
                     if n == 0 && at >= buf.len() {
@@ -176,6 +185,7 @@ async fn responses(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, conn: Arc<Co
     let mut parser = Parser::new(Side::Response);
     let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
     let mut head: Option<super::parser::Head> = None;
+    let mut body: Option<super::Captured> = None;
     let timeout = conn.rec.timeout;
     let mut check = tokio::time::interval(timeout.min(std::time::Duration::from_secs(1)));
     loop {
@@ -213,24 +223,29 @@ async fn responses(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, conn: Arc<Co
                         Item::Head(h) => {
                             if h.status == 101 || !(100..200).contains(&h.status) {
                                 if h.status == 101 {
-                                    complete(&conn, &h, 0).await;
+                                    complete(&conn, &h, 0, None).await;
                                     conn.raw.store(true, Ordering::Relaxed);
                                 } else {
+                                    body = conn.rec.capture(&h);
                                     head = Some(h);
                                 }
                             }
                         }
                         Item::End { body_bytes } => {
                             if let Some(h) = head.take() {
-                                complete(&conn, &h, body_bytes).await;
+                                complete(&conn, &h, body_bytes, body.take()).await;
                             }
                         }
-                        Item::Body => {}
+                        Item::Body => {
+                            if let Some(b) = body.as_mut() {
+                                b.add(&buf[at - n..at], conn.rec.max_body());
+                            }
+                        }
                     }
                     if parser.upgraded() {
                         if let Some(h) = head.take() {
                             // A CONNECT tunnel is open.
-                            complete(&conn, &h, 0).await;
+                            complete(&conn, &h, 0, None).await;
                         }
                         conn.raw.store(true, Ordering::Relaxed);
                         at = buf.len();
@@ -251,7 +266,7 @@ async fn responses(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, conn: Arc<Co
         buf.drain(..at);
     }
     if let (Some(Item::End { body_bytes }), Some(h)) = (parser.close(), head.take()) {
-        complete(&conn, &h, body_bytes).await;
+        complete(&conn, &h, body_bytes, body.take()).await;
     }
     // Requests the connection closed on.
     let left: Vec<Request> = conn.lock().requests.drain(..).collect();
@@ -268,12 +283,13 @@ fn reported(r: &Request) -> bool {
 }
 
 /// The oldest request gets its response.
-async fn complete(conn: &Conn, res: &super::parser::Head, body: u64) {
+async fn complete(conn: &Conn, res: &super::parser::Head, body: u64, captured: Option<super::Captured>) {
     let req = conn.lock().requests.pop_front();
     if let Some(req) = req
         && !reported(&req)
     {
-        let data = conn.rec.transaction(&req, Some((res, body)), None, conn.client, conn.server);
+        let data =
+            conn.rec.transaction(&req, Some((res, body, captured.as_ref())), None, conn.client, conn.server);
         conn.emit(data).await;
     }
 }
