@@ -183,6 +183,7 @@ pub struct Messages {
     items: Vec<Item>,
     attrs: Vec<Attr>,
     text: String,
+    scratch: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -262,22 +263,25 @@ impl Messages {
     }
 
     fn binary_attributes(&mut self, e: &Event) {
+        // The id and time are formatted as bytes; one buffer serves every event.
+        let mut scratch = std::mem::take(&mut self.scratch);
         self.attr("specversion", |t| t.push_str("1.0"));
         self.attr("id", |t| match &e.id {
             EventId::Generated(n) => {
-                let mut buf = Vec::with_capacity(36);
-                id::format_id(*n, &mut buf);
-                t.push_str(std::str::from_utf8(&buf).unwrap_or_default());
+                scratch.clear();
+                id::format_id(*n, &mut scratch);
+                t.push_str(std::str::from_utf8(&scratch).unwrap_or_default());
             }
             EventId::Given(s) => t.push_str(s),
         });
         self.attr("source", |t| t.push_str(&e.source));
         self.attr("type", |t| t.push_str(&e.ty));
         self.attr("time", |t| {
-            let mut buf = Vec::with_capacity(32);
-            time::format_rfc3339(e.time, &mut buf);
-            t.push_str(std::str::from_utf8(&buf).unwrap_or_default());
+            scratch.clear();
+            time::format_rfc3339(e.time, &mut scratch);
+            t.push_str(std::str::from_utf8(&scratch).unwrap_or_default());
         });
+        self.scratch = scratch;
         if let Some(subject) = &e.subject {
             self.attr("subject", |t| t.push_str(subject));
         }

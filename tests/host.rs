@@ -23,11 +23,7 @@ fn start(sources: &str) -> Agent {
 }
 
 fn events(agent: &Agent) -> Vec<Value> {
-    std::fs::read_to_string(agent.data_dir().join("events.ndjson"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    agent.file_events("events.ndjson")
 }
 
 /// Waits until `n` events of type `ty` were written.

@@ -73,11 +73,7 @@ async fn serve(listener: tokio::net::TcpListener) {
 }
 
 fn events(agent: &Agent) -> Vec<Value> {
-    std::fs::read_to_string(agent.data_dir().join("events.ndjson"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    agent.file_events("events.ndjson")
 }
 
 fn wait_for(agent: &Agent, n: usize, within: Duration) -> Vec<Value> {

@@ -131,6 +131,39 @@ impl SinkConfig {
     }
 }
 
+/// Where a sink sends: one fixed place, or a template rendered per event
+/// (the batcher then keeps one batch per rendered destination).
+pub struct Destination {
+    fixed: Option<String>,
+}
+
+impl Destination {
+    /// Parses a destination template; with it, the partitioner for `Parts`
+    /// when the destination depends on the event. Field values pass
+    /// through `clean` (see `Template::render`).
+    pub fn new(
+        spec: &crate::config::Spanned<String>,
+        clean: fn(&str, &mut String),
+    ) -> Result<(Self, Option<Box<Partitioner>>), BuildError> {
+        let mut tpl =
+            crate::template::Template::parse(&spec.value).map_err(|e| BuildError::at(spec.pos, e))?;
+        if tpl.is_constant() {
+            return Ok((Destination { fixed: Some(spec.value.clone()) }, None));
+        }
+        let partitioner: Box<Partitioner> =
+            Box::new(move |event, out: &mut String| tpl.render(event, out, clean));
+        Ok((Destination { fixed: None }, Some(partitioner)))
+    }
+
+    /// Where `batch` goes.
+    pub fn of<'a>(&'a self, batch: &'a EncodedBatch) -> Result<&'a str, SendError> {
+        self.fixed
+            .as_deref()
+            .or(batch.partition.as_deref())
+            .ok_or_else(|| SendError::Permanent("the batch has no destination".to_string()))
+    }
+}
+
 /// What a sink type's build tells the shared machinery.
 pub struct Parts {
     pub codec: Codec,

@@ -154,6 +154,29 @@ impl SourceContext {
         }
     }
 
+    /// An event of this source: a new id for `time`, the source's URI and
+    /// host, `data` as given.
+    pub fn event(
+        &self,
+        ids: &mut crate::event::id::IdGen,
+        time: i64,
+        ty: Str,
+        subject: Option<Str>,
+        data: crate::event::Map,
+    ) -> crate::event::Event {
+        ids.set_time((time / 1000) as u64);
+        crate::event::Event {
+            id: crate::event::EventId::Generated(ids.next_id()),
+            time,
+            ty,
+            source: self.source_uri.clone(),
+            subject,
+            host: self.host.clone(),
+            attrs: crate::event::Map::new(),
+            data: crate::event::Value::Object(data),
+        }
+    }
+
     /// Takes the readiness signal, for a source that reports it from
     /// elsewhere.
     pub fn take_ready(&mut self) -> Option<oneshot::Sender<Result<(), String>>> {

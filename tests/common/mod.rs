@@ -86,6 +86,15 @@ impl Agent {
         self.dir.path().join("data")
     }
 
+    /// The events a file sink wrote to `name` in the data directory so far.
+    pub fn file_events(&self, name: &str) -> Vec<Value> {
+        std::fs::read_to_string(self.data_dir().join(name))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     /// Waits until something accepts connections on `addr`.
     pub fn wait_listening(&mut self, addr: SocketAddr) {
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -23,7 +23,6 @@ use crate::config::{BuildError, Spanned};
 use crate::event::encode::Codec;
 use crate::pipeline::metrics::ComponentMetrics;
 use crate::retry::SendError;
-use crate::template::{self, Template};
 
 /// `type: amqp`
 #[derive(Clone, Debug, Deserialize)]
@@ -58,7 +57,7 @@ const PUBLISH_GROUP: usize = 64;
 pub struct Sink {
     url: String,
     exchange: ShortString,
-    fixed: Option<String>,
+    destination: super::Destination,
     mode: Mode,
     persistent: bool,
     channel: tokio::sync::Mutex<Option<(Connection, Channel)>>,
@@ -70,18 +69,11 @@ pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
     }
     let exchange = ShortString::try_new(config.exchange.clone())
         .map_err(|_| BuildError::new("`exchange` is longer than 255 bytes"))?;
-    let mut tpl =
-        Template::parse(&config.routing_key.value).map_err(|e| BuildError::at(config.routing_key.pos, e))?;
-    let fixed = tpl.is_constant().then(|| config.routing_key.value.clone());
-    let partitioner: Option<Box<crate::batch::Partitioner>> = if fixed.is_some() {
-        None
-    } else {
-        Some(Box::new(move |event, out: &mut String| tpl.render(event, out, template::raw)))
-    };
+    let (destination, partitioner) = super::Destination::new(&config.routing_key, crate::template::raw)?;
     let sink = Sink {
         url: config.url.value.clone(),
         exchange,
-        fixed,
+        destination,
         mode: config.mode,
         persistent: config.persistent,
         channel: tokio::sync::Mutex::new(None),
@@ -150,11 +142,7 @@ impl Sink {
     }
 
     pub async fn send(&self, batch: &EncodedBatch, metrics: &ComponentMetrics) -> Result<(), SendError> {
-        let key = match (&self.fixed, &batch.partition) {
-            (Some(k), _) => k.as_str(),
-            (None, Some(k)) => k.as_str(),
-            (None, None) => return Err(SendError::Permanent("no routing key".to_string())),
-        };
+        let key = self.destination.of(batch)?;
         let routing_key = ShortString::try_new(key)
             .map_err(|_| SendError::Permanent(format!("routing key `{key}` is longer than 255 bytes")))?;
         let channel = self.channel().await.map_err(SendError::retry)?;

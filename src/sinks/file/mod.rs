@@ -16,7 +16,7 @@ use crate::batch::{BatchLimits, Compression, EncodedBatch};
 use crate::config::{BuildError, Spanned};
 use crate::event::encode::Codec;
 use crate::retry::SendError;
-use crate::template::{self, Template};
+use crate::template;
 
 /// `type: file`
 #[derive(Clone, Debug, Deserialize)]
@@ -63,29 +63,27 @@ struct Open {
 
 pub struct Sink {
     /// The path when it does not depend on the event.
-    fixed: Option<PathBuf>,
+    destination: super::Destination,
     fsync: bool,
     idle: Duration,
     files: Mutex<HashMap<PathBuf, Open>>,
 }
 
 pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
-    let mut tpl = Template::parse(&config.path.value).map_err(|e| BuildError::at(config.path.pos, e))?;
     if config.path.value.ends_with('/') {
         return Err(BuildError::at(config.path.pos, "`path` names a directory; give a file name"));
     }
-    let fixed = tpl.is_constant().then(|| PathBuf::from(&config.path.value));
-    let partitioner: Option<Box<crate::batch::Partitioner>> = if fixed.is_some() {
-        None
-    } else {
-        Some(Box::new(move |event, out: &mut String| tpl.render(event, out, template::path_component)))
-    };
+    let (destination, partitioner) = super::Destination::new(&config.path, template::path_component)?;
     let codec = match config.encoding {
         Encoding::Ndjson => Codec::Ndjson,
         Encoding::Text => Codec::Text,
     };
-    let sink =
-        Sink { fixed, fsync: config.fsync, idle: *config.idle_timeout, files: Mutex::new(HashMap::new()) };
+    let sink = Sink {
+        destination,
+        fsync: config.fsync,
+        idle: *config.idle_timeout,
+        files: Mutex::new(HashMap::new()),
+    };
     let parts = Parts {
         codec,
         compression: Compression::None,
@@ -100,11 +98,7 @@ pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
 
 impl Sink {
     pub async fn send(&self, batch: &EncodedBatch) -> Result<(), SendError> {
-        let path = match (&self.fixed, &batch.partition) {
-            (Some(p), _) => p.clone(),
-            (None, Some(p)) => PathBuf::from(p),
-            (None, None) => return Err(SendError::Permanent("no destination path".to_string())),
-        };
+        let path = PathBuf::from(self.destination.of(batch)?);
         let mut files = self.files.lock().await;
         let now = Instant::now();
         files.retain(|p, f| *p == path || now.duration_since(f.used) < self.idle);

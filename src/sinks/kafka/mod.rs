@@ -31,7 +31,6 @@ use crate::event::encode::Codec;
 use crate::event::path::FieldPath;
 use crate::pipeline::metrics::ComponentMetrics;
 use crate::retry::SendError;
-use crate::template::{self, Template};
 
 /// `type: kafka`
 #[derive(Clone, Debug, Deserialize)]
@@ -145,7 +144,7 @@ pub struct Sink {
     /// its sequence numbers lost): a new one gets a new producer id.
     producer: Mutex<Arc<Producer_>>,
     /// The topic when it does not depend on the event.
-    fixed: Option<String>,
+    destination: super::Destination,
     mode: Mode,
 }
 
@@ -153,7 +152,6 @@ pub fn build(config: &Config, request_timeout: Duration) -> Result<(super::Sink,
     if config.brokers.is_empty() {
         return Err(BuildError::new("`brokers` needs at least one `host:port`"));
     }
-    let mut tpl = Template::parse(&config.topic.value).map_err(|e| BuildError::at(config.topic.pos, e))?;
     if config.topic.value.is_empty() {
         return Err(BuildError::at(config.topic.pos, "`topic` is empty"));
     }
@@ -220,13 +218,8 @@ pub fn build(config: &Config, request_timeout: Duration) -> Result<(super::Sink,
     let producer: Producer_ = cc
         .create_with_context(Quiet)
         .map_err(|e| BuildError::new(format!("invalid Kafka producer settings: {e}")))?;
-    let fixed = tpl.is_constant().then(|| config.topic.value.clone());
-    let partitioner: Option<Box<crate::batch::Partitioner>> = if fixed.is_some() {
-        None
-    } else {
-        Some(Box::new(move |event, out: &mut String| tpl.render(event, out, template::raw)))
-    };
-    let sink = Sink { config: cc, producer: Mutex::new(Arc::new(producer)), fixed, mode: config.mode };
+    let (destination, partitioner) = super::Destination::new(&config.topic, crate::template::raw)?;
+    let sink = Sink { config: cc, producer: Mutex::new(Arc::new(producer)), destination, mode: config.mode };
     let parts = Parts {
         codec: Codec::Ndjson,
         compression: Compression::None,
@@ -267,11 +260,7 @@ impl Sink {
     }
 
     pub async fn send(&self, batch: &EncodedBatch, metrics: &ComponentMetrics) -> Result<(), SendError> {
-        let topic = match (&self.fixed, &batch.partition) {
-            (Some(t), _) => t.as_str(),
-            (None, Some(t)) => t.as_str(),
-            (None, None) => return Err(SendError::Permanent("no topic".to_string())),
-        };
+        let topic = self.destination.of(batch)?;
         let producer = self.producer();
         let mut pending = Vec::with_capacity(batch.events);
         let mut failure = None;

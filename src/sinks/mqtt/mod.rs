@@ -23,7 +23,6 @@ use crate::config::{BuildError, Spanned};
 use crate::event::encode::Codec;
 use crate::pipeline::metrics::ComponentMetrics;
 use crate::retry::SendError;
-use crate::template::Template;
 
 /// `type: mqtt`
 #[derive(Clone, Debug, Deserialize)]
@@ -66,7 +65,7 @@ struct Waiters {
 
 pub struct Sink {
     options: MqttOptions,
-    fixed: Option<String>,
+    destination: super::Destination,
     retain: bool,
     client: tokio::sync::OnceCell<AsyncClient>,
     waiters: Arc<Mutex<Waiters>>,
@@ -101,22 +100,16 @@ pub fn build(config: &Config, id: &str) -> Result<(super::Sink, Parts), BuildErr
             .into_owned();
         options.set_credentials(user, pass);
     }
-    let mut tpl = Template::parse(&config.topic.value).map_err(|e| BuildError::at(config.topic.pos, e))?;
     if config.topic.value.is_empty() || config.topic.value.contains(['+', '#']) {
         return Err(BuildError::at(
             config.topic.pos,
             "`topic` may not be empty or hold the wildcards + and #",
         ));
     }
-    let fixed = tpl.is_constant().then(|| config.topic.value.clone());
-    let partitioner: Option<Box<crate::batch::Partitioner>> = if fixed.is_some() {
-        None
-    } else {
-        Some(Box::new(move |event, out: &mut String| tpl.render(event, out, topic_level)))
-    };
+    let (destination, partitioner) = super::Destination::new(&config.topic, topic_level)?;
     let sink = Sink {
         options,
-        fixed,
+        destination,
         retain: config.retain,
         client: tokio::sync::OnceCell::new(),
         waiters: Default::default(),
@@ -182,11 +175,7 @@ impl Sink {
     }
 
     pub async fn send(&self, batch: &EncodedBatch, metrics: &ComponentMetrics) -> Result<(), SendError> {
-        let topic = match (&self.fixed, &batch.partition) {
-            (Some(t), _) => t.as_str(),
-            (None, Some(t)) => t.as_str(),
-            (None, None) => return Err(SendError::Permanent("no topic".to_string())),
-        };
+        let topic = self.destination.of(batch)?;
         let client = self.client().await;
         let mut pending = Vec::with_capacity(batch.events);
         {

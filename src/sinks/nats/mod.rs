@@ -22,7 +22,6 @@ use crate::config::{BuildError, Spanned};
 use crate::event::encode::Codec;
 use crate::pipeline::metrics::ComponentMetrics;
 use crate::retry::SendError;
-use crate::template::Template;
 
 /// `type: nats`
 #[derive(Clone, Debug, Deserialize)]
@@ -48,7 +47,7 @@ fn yes() -> bool {
 pub struct Sink {
     url: String,
     client: tokio::sync::OnceCell<async_nats::Client>,
-    fixed: Option<String>,
+    destination: super::Destination,
     jetstream: bool,
     mode: Mode,
 }
@@ -58,21 +57,14 @@ pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
     {
         return Err(BuildError::at(config.url.pos, "`url` must start with nats:// or tls://"));
     }
-    let mut tpl =
-        Template::parse(&config.subject.value).map_err(|e| BuildError::at(config.subject.pos, e))?;
     if config.subject.value.is_empty() || config.subject.value.contains(char::is_whitespace) {
         return Err(BuildError::at(config.subject.pos, "`subject` may not be empty or hold spaces"));
     }
-    let fixed = tpl.is_constant().then(|| config.subject.value.clone());
-    let partitioner: Option<Box<crate::batch::Partitioner>> = if fixed.is_some() {
-        None
-    } else {
-        Some(Box::new(move |event, out: &mut String| tpl.render(event, out, subject_token)))
-    };
+    let (destination, partitioner) = super::Destination::new(&config.subject, subject_token)?;
     let sink = Sink {
         url: config.url.value.clone(),
         client: tokio::sync::OnceCell::new(),
-        fixed,
+        destination,
         jetstream: config.jetstream,
         mode: config.mode,
     };
@@ -143,11 +135,8 @@ impl Sink {
     }
 
     pub async fn send(&self, batch: &EncodedBatch, metrics: &ComponentMetrics) -> Result<(), SendError> {
-        let subject = match (&self.fixed, &batch.partition) {
-            (Some(s), _) => s.clone(),
-            (None, Some(s)) => s.clone(),
-            (None, None) => return Err(SendError::Permanent("no subject".to_string())),
-        };
+        // Made once: each message then clones a reference, not the text.
+        let subject = async_nats::Subject::from(self.destination.of(batch)?);
         let client = self.client().await.map_err(SendError::retry)?;
         if !self.jetstream {
             for m in batch.messages() {

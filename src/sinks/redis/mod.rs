@@ -20,7 +20,6 @@ use crate::config::{BuildError, Spanned};
 use crate::event::encode::Codec;
 use crate::pipeline::metrics::ComponentMetrics;
 use crate::retry::SendError;
-use crate::template::{self, Template};
 
 /// `type: redis`
 #[derive(Clone, Debug, Deserialize)]
@@ -56,7 +55,7 @@ pub enum RedisMode {
 
 pub struct Sink {
     client: redis::Client,
-    fixed: Option<String>,
+    destination: super::Destination,
     mode: RedisMode,
     maxlen: Option<u64>,
     encoding: Mode,
@@ -66,22 +65,16 @@ pub struct Sink {
 pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
     let client = redis::Client::open(config.url.value.as_str())
         .map_err(|e| BuildError::at(config.url.pos, format!("invalid url: {e}")))?;
-    let mut tpl = Template::parse(&config.key.value).map_err(|e| BuildError::at(config.key.pos, e))?;
     if config.key.value.is_empty() {
         return Err(BuildError::at(config.key.pos, "`key` is empty"));
     }
     if config.encoding == Mode::Binary && config.mode != RedisMode::Stream {
         return Err(BuildError::new("`encoding: binary` needs `mode: stream` (fields per attribute)"));
     }
-    let fixed = tpl.is_constant().then(|| config.key.value.clone());
-    let partitioner: Option<Box<crate::batch::Partitioner>> = if fixed.is_some() {
-        None
-    } else {
-        Some(Box::new(move |event, out: &mut String| tpl.render(event, out, template::raw)))
-    };
+    let (destination, partitioner) = super::Destination::new(&config.key, crate::template::raw)?;
     let sink = Sink {
         client,
-        fixed,
+        destination,
         mode: config.mode,
         maxlen: config.maxlen,
         encoding: config.encoding,
@@ -121,11 +114,7 @@ impl Sink {
     }
 
     pub async fn send(&self, batch: &EncodedBatch, metrics: &ComponentMetrics) -> Result<(), SendError> {
-        let key = match (&self.fixed, &batch.partition) {
-            (Some(k), _) => k.as_str(),
-            (None, Some(k)) => k.as_str(),
-            (None, None) => return Err(SendError::Permanent("no key".to_string())),
-        };
+        let key = self.destination.of(batch)?;
         let mut conn = self.connection().await.map_err(SendError::retry)?;
         let mut pipe = redis::pipe();
         match self.mode {

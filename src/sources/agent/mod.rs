@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::SourceContext;
 use crate::config::BuildError;
 use crate::event::id::IdGen;
-use crate::event::{AckSet, Event, EventBatch, EventId, Map, Str, Value, time};
+use crate::event::{AckSet, EventBatch, Map, Str, Value, time};
 use crate::pipeline::metrics::DropReason;
 
 /// `type: agent`
@@ -89,18 +89,7 @@ impl Agent {
 }
 
 async fn send(cx: &mut SourceContext, ids: &mut IdGen, ty: &'static str, data: Map) {
-    let now = time::now_micros();
-    ids.set_time((now / 1000) as u64);
-    let event = Event {
-        id: EventId::Generated(ids.next_id()),
-        time: now,
-        ty: Str::from_static(ty),
-        source: cx.source_uri.clone(),
-        subject: None,
-        host: cx.host.clone(),
-        attrs: Map::new(),
-        data: Value::Object(data),
-    };
+    let event = cx.event(ids, time::now_micros(), Str::from_static(ty), None, data);
     cx.metrics.add_in(1);
     let _ = cx.out.send(EventBatch::new(vec![event], AckSet::new())).await;
 }

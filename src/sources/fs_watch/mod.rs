@@ -20,7 +20,7 @@ use serde::Deserialize;
 use super::SourceContext;
 use crate::config::BuildError;
 use crate::event::id::IdGen;
-use crate::event::{AckSet, Event, EventBatch, EventId, Map, Str, Value, time};
+use crate::event::{AckSet, Event, EventBatch, Map, Str, Value, time};
 
 /// `type: fs_watch`
 #[derive(Clone, Debug, Deserialize)]
@@ -139,7 +139,6 @@ impl FsWatch {
                         continue;
                     }
                     let stamp = time::now_micros();
-                    ids.set_time((stamp / 1000) as u64);
                     let mut events = Vec::with_capacity(due.len());
                     for path in due {
                         let Some(p) = pending.remove(&path) else { continue };
@@ -260,16 +259,7 @@ impl FsWatch {
                 }
             }
         }
-        Event {
-            id: EventId::Generated(ids.next_id()),
-            time: stamp,
-            ty: Str::from_static(ty),
-            source: cx.source_uri.clone(),
-            subject: Some(Str::from(text)),
-            host: cx.host.clone(),
-            attrs: Map::new(),
-            data: Value::Object(data),
-        }
+        cx.event(ids, stamp, Str::from_static(ty), Some(Str::from(text)), data)
     }
 }
 
@@ -300,16 +290,7 @@ impl Owners {
     fn name(&mut self, uid: u32) -> Option<String> {
         if !self.names.contains_key(&uid) && self.read.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
             self.read = Some(Instant::now());
-            self.names = std::fs::read_to_string("/etc/passwd")
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| {
-                    let mut f = l.split(':');
-                    let name = f.next()?;
-                    let uid = f.nth(1)?.parse().ok()?;
-                    Some((uid, name.to_string()))
-                })
-                .collect();
+            self.names = crate::sources::host::read_users();
         }
         self.names.get(&uid).cloned()
     }

@@ -22,10 +22,11 @@ use serde::Deserialize;
 use super::SourceContext;
 use crate::config::BuildError;
 use crate::event::id::IdGen;
-use crate::event::{AckSet, Event, EventBatch, EventId, Map, Str, Value, time};
+use crate::event::{AckSet, EventBatch, Map, Str, Value, time};
 
 use self::proc::Sample;
 pub use self::proc::clock_ticks;
+pub use self::processes::read_users;
 use self::processes::{ProcessMatch, Processes};
 use self::services::{ServiceConfig, Services};
 use self::threshold::{Threshold, ThresholdConfig};
@@ -244,29 +245,15 @@ async fn emit(
         return true;
     }
     let now = time::now_micros();
-    ids.set_time((now / 1000) as u64);
     let mut events = Vec::with_capacity(1 + changes.len());
     if let Some(m) = metrics {
-        events.push(event(cx, ids, now, "host.metrics", m));
+        events.push(cx.event(ids, now, Str::from_static("host.metrics"), None, m));
     }
     for (ty, data) in changes {
-        events.push(event(cx, ids, now, ty, data));
+        events.push(cx.event(ids, now, Str::from_static(ty), None, data));
     }
     cx.metrics.add_in(events.len());
     cx.out.send(EventBatch::new(events, AckSet::new())).await.is_ok()
-}
-
-fn event(cx: &SourceContext, ids: &mut IdGen, now: i64, ty: &'static str, data: Map) -> Event {
-    Event {
-        id: EventId::Generated(ids.next_id()),
-        time: now,
-        ty: Str::from_static(ty),
-        source: cx.source_uri.clone(),
-        subject: None,
-        host: cx.host.clone(),
-        attrs: Map::new(),
-        data: Value::Object(data),
-    }
 }
 
 /// Finds a metric by its path in the `host.metrics` data: dot-separated,

@@ -209,7 +209,8 @@ fn stat(pid: u32) -> Option<(u64, u64, String)> {
     Some((f.get(19)?.parse().ok()?, f.get(1)?.parse().ok()?, name))
 }
 
-fn read_users() -> HashMap<u32, String> {
+/// User names by uid, from /etc/passwd.
+pub fn read_users() -> HashMap<u32, String> {
     std::fs::read_to_string("/etc/passwd")
         .unwrap_or_default()
         .lines()

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use super::SourceContext;
 use crate::config::{BuildError, Spanned};
 use crate::event::id::IdGen;
-use crate::event::{AckSet, Event, EventBatch, EventId, Map, Str, Value, time};
+use crate::event::{AckSet, Event, EventBatch, Map, Str, Value, time};
 
 /// `type: http_capture`
 #[derive(Clone, Debug, Deserialize)]
@@ -179,22 +179,11 @@ impl HttpCapture {
     }
 
     fn event(&self, cx: &SourceContext, ids: &mut IdGen, data: Map) -> Event {
-        let now = time::now_micros();
-        ids.set_time((now / 1000) as u64);
         let subject = match data.get("path") {
             Some(Value::Str(p)) => Some(p.clone()),
             _ => None,
         };
-        Event {
-            id: EventId::Generated(ids.next_id()),
-            time: now,
-            ty: Str::from_static("http.transaction"),
-            source: cx.source_uri.clone(),
-            subject,
-            host: cx.host.clone(),
-            attrs: Map::new(),
-            data: Value::Object(data),
-        }
+        cx.event(ids, time::now_micros(), Str::from_static("http.transaction"), subject, data)
     }
 }
 
