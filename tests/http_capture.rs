@@ -1,5 +1,6 @@
-//! `http_capture` in proxy mode: a real HTTP server behind the agent, real
-//! clients in front, every request one `http.transaction`.
+//! `http_capture`: a real HTTP server and real clients on loopback, every
+//! request one `http.transaction`, whether the agent sits in front of the
+//! server (proxy) or captures the packets on `lo` (sniff).
 
 mod common;
 
@@ -17,15 +18,15 @@ type Body = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible
 
 /// The service: /ok 200, /missing 404, /fail 500, /chunked a chunked body,
 /// /big 10 MiB, /slow after 300ms, /echo the request body's size, /never
-/// no answer.
-async fn serve(listener: tokio::net::TcpListener) {
+/// no answer. Behind the proxy, a request without X-Forwarded-For gets 400.
+async fn serve(listener: tokio::net::TcpListener, behind_proxy: bool) {
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
         tokio::spawn(async move {
             let service =
                 hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
                     let path = req.uri().path().to_string();
-                    let forwarded = req.headers().get("x-forwarded-for").is_some();
+                    let forwarded = req.headers().get("x-forwarded-for").is_some() || !behind_proxy;
                     let full = |status: u16, body: Vec<u8>| {
                         let mut r = hyper::Response::new(Full::new(Bytes::from(body)).boxed());
                         *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
@@ -92,14 +93,37 @@ use http_body_util::BodyExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_records_every_transaction_once() {
+    every_transaction_once(true).await;
+}
+
+/// Sniffing needs CAP_NET_RAW: the suite runs as root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sniff_records_every_transaction_once() {
+    every_transaction_once(false).await;
+}
+
+const RECORDING: &str = "    headers: [user-agent, content-type, authorization, x-request-id]\n    transaction_timeout: 1s\n    max_body_bytes: 64\nsinks:\n  out:\n    type: file\n    inputs: [web]\n    path: \"{data_dir}/events.ndjson\"\n    batch: {timeout: 50ms}\n";
+
+async fn every_transaction_once(proxy: bool) {
     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream_addr = upstream.local_addr().unwrap();
-    tokio::spawn(serve(upstream));
-    let port = free_port();
-    let mut agent = Agent::start(&format!(
-        "data_dir: {{data_dir}}\nsources:\n  web:\n    type: http_capture\n    mode: proxy\n    listen: \"127.0.0.1:{port}\"\n    upstream: \"{upstream_addr}\"\n    headers: [user-agent, content-type, authorization, x-request-id]\n    transaction_timeout: 1s\n    max_body_bytes: 64\nsinks:\n  out:\n    type: file\n    inputs: [web]\n    path: \"{{data_dir}}/events.ndjson\"\n    batch: {{timeout: 50ms}}\n"
-    ));
-    agent.wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
+    tokio::spawn(serve(upstream, proxy));
+    let (mut agent, port) = if proxy {
+        let port = free_port();
+        let mut agent = Agent::start(&format!(
+            "data_dir: {{data_dir}}\nsources:\n  web:\n    type: http_capture\n    mode: proxy\n    listen: \"127.0.0.1:{port}\"\n    upstream: \"{upstream_addr}\"\n{RECORDING}"
+        ));
+        agent.wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
+        (agent, port)
+    } else {
+        let api = free_port();
+        let server = upstream_addr.port();
+        let mut agent = Agent::start(&format!(
+            "data_dir: {{data_dir}}\napi: {{address: \"127.0.0.1:{api}\"}}\nsources:\n  web:\n    type: http_capture\n    mode: sniff\n    interface: lo\n    ports: [{server}]\n{RECORDING}"
+        ));
+        agent.wait_ready(api);
+        (agent, server)
+    };
     let base = format!("http://127.0.0.1:{port}");
 
     // 1,000 requests over keep-alive connections: mixed methods and answers.
@@ -197,6 +221,9 @@ async fn proxy_records_every_transaction_once() {
         assert_eq!(d["headers"]["request.x-request-id"], n.to_string());
         assert_eq!(d["client_address"], "127.0.0.1");
         assert_eq!(d["server_port"], upstream_addr.port() as u64);
+        if !proxy {
+            assert_eq!(d["gap"], false, "{e}");
+        }
         assert!(d["duration_ms"].as_f64().unwrap() >= 0.0);
         let method = d["method"].as_str().unwrap();
         // Bodies of the asked-for content types, cut at max_body_bytes.
@@ -246,4 +273,19 @@ async fn proxy_records_every_transaction_once() {
     let text = std::fs::read_to_string(agent.data_dir().join("events.ndjson")).unwrap();
     assert!(!text.contains("hunter2"));
     assert!(!text.contains("s3cret"));
+}
+
+#[test]
+fn sniffing_without_cap_net_raw_is_a_clear_error() {
+    let data = tempfile::tempdir().unwrap();
+    std::process::Command::new("chmod").arg("777").arg(data.path()).status().unwrap();
+    let mut agent = Agent::start_as_nobody(&format!(
+        "data_dir: {}\nsources:\n  web:\n    type: http_capture\n    mode: sniff\n    interface: lo\n    ports: [8080]\nsinks:\n  out:\n    type: console\n    inputs: [web]\n",
+        data.path().display()
+    ));
+    let status = agent.wait_exit(Duration::from_secs(20));
+    assert!(!status.success());
+    let logs = agent.logs();
+    assert!(logs.contains("CAP_NET_RAW"), "{logs}");
+    assert!(logs.contains("cannot capture on `lo`"), "{logs}");
 }

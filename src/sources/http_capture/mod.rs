@@ -7,11 +7,21 @@
 //! parser, which frames messages (keep-alive, pipelining, chunked bodies,
 //! 1xx, HEAD and 304) and counts bodies without holding them. After a
 //! protocol switch (WebSocket) the bytes pass through untouched.
+//!
+//! `mode: sniff` changes nothing in the path: it captures the segments of
+//! the service's `ports` on `interface` (`sniff`), puts each connection's
+//! two streams back in order (`reassembly`), and runs the same parser over
+//! them (`flows`).
 
-mod parser;
+mod flows;
+pub mod parser;
 mod proxy;
+pub mod reassembly;
+mod sniff;
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -25,8 +35,35 @@ use crate::event::{AckSet, Event, EventBatch, Map, Str, Value, time};
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// `proxy`: listen and forward to `upstream`. Required.
+    /// `sniff`: capture the traffic of `ports` on `interface` (needs
+    /// CAP_NET_RAW); `proxy`: listen and forward to `upstream`. Required.
     pub mode: Mode,
+    /// Sniff: the network interface to capture on (`lo`, `eth0`), or `any`.
+    /// Default: `any`.
+    #[serde(default = "default_interface")]
+    pub interface: String,
+    /// Sniff: the TCP ports the services listen on (at most 64). Required
+    /// in sniff mode.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    /// Sniff: the most connections followed at once; more are not followed
+    /// (`hostwatch_http_capture_flows_refused_total`). Default: `10000`.
+    #[serde(default = "default_max_flows")]
+    pub max_flows: usize,
+    /// Sniff: the most bytes held for one direction of a connection while a
+    /// segment before them is missing; past it the missing bytes are
+    /// reported as a gap. Default: `256KiB`.
+    #[serde(default = "default_max_flow_bytes")]
+    pub max_flow_bytes: crate::config::ByteSize,
+    /// Sniff: the most bytes held that way for all connections together.
+    /// Default: `16MiB`.
+    #[serde(default = "default_max_buffered_bytes")]
+    pub max_buffered_bytes: crate::config::ByteSize,
+    /// Sniff: the size of the capture ring the kernel fills (in blocks of
+    /// 1 MiB); raise it if `hostwatch_http_capture_kernel_drops_total`
+    /// grows. Default: `4MiB`.
+    #[serde(default = "default_ring_size")]
+    pub ring_size: crate::config::ByteSize,
     /// Proxy: the address to listen on (`127.0.0.1:8081`). Required in proxy mode.
     #[serde(default)]
     pub listen: Option<Spanned<String>>,
@@ -63,7 +100,24 @@ pub struct Config {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
+    Sniff,
     Proxy,
+}
+
+fn default_interface() -> String {
+    "any".into()
+}
+fn default_max_flows() -> usize {
+    10_000
+}
+fn default_max_flow_bytes() -> crate::config::ByteSize {
+    crate::config::ByteSize(256 << 10)
+}
+fn default_max_buffered_bytes() -> crate::config::ByteSize {
+    crate::config::ByteSize(16 << 20)
+}
+fn default_ring_size() -> crate::config::ByteSize {
+    crate::config::ByteSize(4 << 20)
 }
 
 fn default_secret_params() -> Vec<String> {
@@ -93,28 +147,55 @@ pub struct Recording {
     body_types: Vec<String>,
 }
 
+/// Where transactions come from.
+enum Capture {
+    Proxy { listen: SocketAddr, upstream: String },
+    Sniff { interface: String, ports: Vec<u16>, limits: flows::Limits, ring_size: usize },
+}
+
 pub struct HttpCapture {
-    listen: SocketAddr,
-    upstream: String,
+    capture: Capture,
     recording: std::sync::Arc<Recording>,
 }
 
 impl HttpCapture {
     pub fn new(config: &Config) -> Result<Self, BuildError> {
-        let (Some(listen), Some(upstream)) = (&config.listen, &config.upstream) else {
-            return Err(BuildError::new("`mode: proxy` needs `listen` and `upstream`"));
+        let capture = match config.mode {
+            Mode::Proxy => {
+                let (Some(listen), Some(upstream)) = (&config.listen, &config.upstream) else {
+                    return Err(BuildError::new("`mode: proxy` needs `listen` and `upstream`"));
+                };
+                let addr: SocketAddr = listen
+                    .value
+                    .parse()
+                    .map_err(|e| BuildError::at(listen.pos, format!("`listen` is an address:port ({e})")))?;
+                if upstream.value.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err()) {
+                    return Err(BuildError::at(upstream.pos, "`upstream` is host:port"));
+                }
+                Capture::Proxy { listen: addr, upstream: upstream.value.clone() }
+            }
+            Mode::Sniff => {
+                if config.ports.is_empty() || config.ports.len() > 64 {
+                    return Err(BuildError::new("`mode: sniff` needs `ports`: 1 to 64 TCP ports"));
+                }
+                if config.listen.is_some() || config.upstream.is_some() {
+                    return Err(BuildError::new("`listen` and `upstream` are for `mode: proxy`"));
+                }
+                Capture::Sniff {
+                    interface: config.interface.clone(),
+                    ports: config.ports.clone(),
+                    limits: flows::Limits {
+                        max_flows: config.max_flows.max(1),
+                        max_flow_bytes: config.max_flow_bytes.0 as usize,
+                        max_buffered_bytes: config.max_buffered_bytes.0 as usize,
+                    },
+                    ring_size: config.ring_size.0 as usize,
+                }
+            }
         };
-        let listen: SocketAddr = listen
-            .value
-            .parse()
-            .map_err(|e| BuildError::at(listen.pos, format!("`listen` is an address:port ({e})")))?;
-        if upstream.value.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err()) {
-            return Err(BuildError::at(upstream.pos, "`upstream` is host:port"));
-        }
         let lower = |v: &[String]| v.iter().map(|s| s.to_ascii_lowercase()).collect::<Vec<_>>();
         Ok(HttpCapture {
-            listen,
-            upstream: upstream.value.clone(),
+            capture,
             recording: std::sync::Arc::new(Recording {
                 secret_params: config.secret_params.clone(),
                 headers: lower(&config.headers),
@@ -127,35 +208,42 @@ impl HttpCapture {
     }
 
     pub async fn run(self, mut cx: SourceContext) -> Result<(), String> {
-        let listener = match tokio::net::TcpListener::bind(self.listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                let e = format!("cannot listen on {}: {e}", self.listen);
-                cx.ready(Err(e.clone()));
-                return Err(e);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Map>(4096);
+        let started = match &self.capture {
+            Capture::Proxy { listen, upstream } => match tokio::net::TcpListener::bind(listen).await {
+                Ok(l) => {
+                    tokio::spawn(accept(l, upstream.clone(), self.recording.clone(), tx, cx.metrics.clone()));
+                    Ok(())
+                }
+                Err(e) => Err(format!("cannot listen on {listen}: {e}")),
+            },
+            Capture::Sniff { interface, ports, limits, ring_size } => {
+                match sniff::Ring::open(interface, ports, *ring_size) {
+                    Ok(ring) => {
+                        let flows = flows::Flows::new(ports.clone(), self.recording.clone(), *limits);
+                        let stats = std::sync::Arc::new(SniffStats::default());
+                        stats.register(&cx);
+                        let stop = cx.shutdown.clone();
+                        std::thread::Builder::new()
+                            .name("http-capture".into())
+                            .spawn(move || capture(ring, flows, tx, stop, stats))
+                            .map(|_| ())
+                            .map_err(|e| format!("cannot start the capture thread: {e}"))
+                    }
+                    Err(e) => Err(format!("cannot capture on `{interface}`: {e}")),
+                }
             }
         };
+        if let Err(e) = started {
+            cx.ready(Err(e.clone()));
+            return Err(e);
+        }
         cx.ready(Ok(()));
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Map>(4096);
         let mut ids = IdGen::new();
         let mut batch: Vec<Event> = Vec::new();
         let mut flush = tokio::time::interval(Duration::from_millis(100));
         loop {
             tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((client, peer)) => {
-                        let _ = client.set_nodelay(true);
-                        tokio::spawn(proxy::connection(
-                            client,
-                            peer,
-                            self.upstream.clone(),
-                            self.recording.clone(),
-                            tx.clone(),
-                            cx.metrics.clone(),
-                        ));
-                    }
-                    Err(e) => tracing::warn!(component = %cx.id, "accept: {e}"),
-                },
                 Some(data) = rx.recv() => {
                     batch.push(self.event(&cx, &mut ids, data));
                     if batch.len() >= 1000 && !send(&mut cx, &mut batch).await {
@@ -187,6 +275,133 @@ impl HttpCapture {
     }
 }
 
+/// Proxy mode: each client connection is forwarded on a task of its own.
+async fn accept(
+    listener: tokio::net::TcpListener,
+    upstream: String,
+    rec: std::sync::Arc<Recording>,
+    tx: tokio::sync::mpsc::Sender<Map>,
+    metrics: std::sync::Arc<crate::pipeline::metrics::ComponentMetrics>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((client, peer)) => {
+                let _ = client.set_nodelay(true);
+                tokio::spawn(proxy::connection(
+                    client,
+                    peer,
+                    upstream.clone(),
+                    rec.clone(),
+                    tx.clone(),
+                    metrics.clone(),
+                ));
+            }
+            Err(e) => {
+                tracing::warn!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        if tx.is_closed() {
+            return;
+        }
+    }
+}
+
+// === sniff mode ===
+
+/// Sniff mode's counters, for the metrics endpoint.
+#[derive(Default)]
+struct SniffStats {
+    packets: AtomicU64,
+    kernel_drops: AtomicU64,
+    flows: AtomicU64,
+    flows_refused: AtomicU64,
+    gaps: AtomicU64,
+    malformed: AtomicU64,
+}
+
+impl SniffStats {
+    fn register(self: &std::sync::Arc<Self>, cx: &SourceContext) {
+        let labels =
+            format!("component_id=\"{}\",component_kind=\"source\",component_type=\"http_capture\"", cx.id);
+        let s = self.clone();
+        cx.registry.add_collector(
+            &cx.id,
+            std::sync::Arc::new(move |out: &mut String| {
+                use std::fmt::Write as _;
+                let mut metric = |name: &str, kind: &str, help: &str, v: &AtomicU64| {
+                    let v = v.load(Relaxed);
+                    let _ =
+                        writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{{labels}}} {v}");
+                };
+                metric(
+                    "hostwatch_http_capture_packets_total",
+                    "counter",
+                    "TCP segments captured.",
+                    &s.packets,
+                );
+                metric(
+                    "hostwatch_http_capture_kernel_drops_total",
+                    "counter",
+                    "Segments the kernel dropped because the capture ring was full.",
+                    &s.kernel_drops,
+                );
+                metric("hostwatch_http_capture_flows", "gauge", "Connections followed.", &s.flows);
+                metric(
+                    "hostwatch_http_capture_flows_refused_total",
+                    "counter",
+                    "Connections not followed because max_flows were.",
+                    &s.flows_refused,
+                );
+                metric("hostwatch_http_capture_gaps_total", "counter", "Holes in captured streams.", &s.gaps);
+                metric(
+                    "hostwatch_http_capture_malformed_total",
+                    "counter",
+                    "Streams that could not be parsed as HTTP/1.",
+                    &s.malformed,
+                );
+            }),
+        );
+    }
+}
+
+/// The capture thread: blocks of packets from the ring through the flows;
+/// transactions to the source's task.
+fn capture(
+    mut ring: sniff::Ring,
+    mut flows: flows::Flows,
+    tx: tokio::sync::mpsc::Sender<Map>,
+    stop: tokio_util::sync::CancellationToken,
+    stats: std::sync::Arc<SniffStats>,
+) {
+    let mut out = Vec::new();
+    let mut swept = time::now_micros();
+    while !stop.is_cancelled() {
+        ring.next_block(100, |p| {
+            if let Some(s) = sniff::decode(&p) {
+                flows.segment(&s, &mut out);
+            }
+        });
+        let now = time::now_micros();
+        if now - swept >= 250_000 {
+            swept = now;
+            flows.sweep(now, &mut out);
+            let (packets, drops) = ring.stats();
+            stats.packets.fetch_add(packets, Relaxed);
+            stats.kernel_drops.fetch_add(drops, Relaxed);
+            stats.flows.store(flows.len() as u64, Relaxed);
+            stats.flows_refused.store(flows.counts.flows_refused, Relaxed);
+            stats.gaps.store(flows.counts.gaps, Relaxed);
+            stats.malformed.store(flows.counts.malformed, Relaxed);
+        }
+        for data in out.drain(..) {
+            if tx.blocking_send(data).is_err() {
+                return;
+            }
+        }
+    }
+}
+
 async fn send(cx: &mut SourceContext, batch: &mut Vec<Event>) -> bool {
     if batch.is_empty() {
         return true;
@@ -201,12 +416,15 @@ async fn send(cx: &mut SourceContext, batch: &mut Vec<Event>) -> bool {
 /// A request on its way: what the event needs from it.
 pub struct Request {
     pub head: parser::Head,
-    pub started: std::time::Instant,
+    /// When its first byte was seen, microseconds since the epoch.
+    pub started: i64,
     pub body_bytes: u64,
     /// Sent whole (its body too).
     pub done: bool,
     /// Reported as unanswered already (its timeout passed).
     pub reported: bool,
+    /// Part of it was lost in capture.
+    pub gap: bool,
     /// The captured start of its body, if asked for.
     pub body: Option<Captured>,
 }
@@ -254,6 +472,7 @@ impl Recording {
         error: Option<&str>,
         client: SocketAddr,
         server: SocketAddr,
+        end: i64,
     ) -> Map {
         let h = &req.head;
         let (path, query) = match h.target.split_once('?') {
@@ -286,8 +505,9 @@ impl Recording {
             }
         }
         m.push(k("request_bytes"), Value::from(h.bytes as u64 + req.body_bytes));
-        let ms = req.started.elapsed().as_secs_f64() * 1000.0;
-        m.push(k("duration_ms"), Value::Float((ms * 1000.0).round() / 1000.0));
+        // Microseconds, as milliseconds with three decimals.
+        let micros = (end - req.started).max(0);
+        m.push(k("duration_ms"), Value::Float(micros as f64 / 1000.0));
         m.push(k("client_address"), Value::from(client.ip().to_string()));
         m.push(k("client_port"), Value::from(u64::from(client.port())));
         m.push(k("server_address"), Value::from(server.ip().to_string()));

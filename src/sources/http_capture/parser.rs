@@ -88,6 +88,35 @@ impl Parser {
         self.state == State::Upgraded
     }
 
+    /// Between messages: the next byte starts a head.
+    pub fn at_head(&self) -> bool {
+        self.state == State::Head
+    }
+
+    /// `n` bytes of the stream were lost (not captured). True if they fall
+    /// inside a body whose end does not depend on them: they count as body
+    /// and parsing goes on. False if the stream can no longer be followed.
+    pub fn skip(&mut self, n: u64) -> bool {
+        match self.state {
+            State::Length(left) if n <= left => self.state = State::Length(left - n),
+            State::Chunked(Chunk::Data(left)) if n <= left => {
+                self.state = State::Chunked(if n == left { Chunk::DataEnd } else { Chunk::Data(left - n) });
+            }
+            State::UntilClose | State::Upgraded => {}
+            _ => return false,
+        }
+        self.body += n;
+        true
+    }
+
+    /// Starts over at a message head (after a loss, once a head is found).
+    pub fn reset(&mut self) {
+        if self.state != State::Upgraded {
+            self.state = State::Head;
+        }
+        self.body = 0;
+    }
+
     /// The end of the stream: a body read until close ends here.
     pub fn close(&mut self) -> Option<Item> {
         if self.state == State::UntilClose {

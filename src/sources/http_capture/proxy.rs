@@ -6,7 +6,6 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -15,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::parser::{Expect, Item, Parser, Side};
 use super::{Recording, Request};
-use crate::event::Map;
+use crate::event::{Map, time};
 use crate::pipeline::metrics::{ComponentMetrics, DropReason};
 
 /// What both directions of a connection share.
@@ -97,7 +96,7 @@ async fn requests(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, conn: Arc<Con
     let forwarded = format!("X-Forwarded-For: {}\r\n", conn.client.ip());
     let mut body: Option<super::Captured> = None;
     loop {
-        let read_at = Instant::now();
+        let read_at = time::now_micros();
         match from.read_buf(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
@@ -134,6 +133,7 @@ async fn requests(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, conn: Arc<Con
                                 body_bytes: 0,
                                 done: false,
                                 reported: false,
+                                gap: false,
                                 body: None,
                             });
                         }
@@ -271,7 +271,8 @@ async fn responses(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, conn: Arc<Co
     // Requests the connection closed on.
     let left: Vec<Request> = conn.lock().requests.drain(..).collect();
     for r in left.into_iter().filter(|r| !reported(r)) {
-        let data = conn.rec.transaction(&r, None, Some("no response"), conn.client, conn.server);
+        let data =
+            conn.rec.transaction(&r, None, Some("no response"), conn.client, conn.server, time::now_micros());
         conn.emit(data).await;
     }
     let _ = to.shutdown().await;
@@ -288,8 +289,8 @@ async fn complete(conn: &Conn, res: &super::parser::Head, body: u64, captured: O
     if let Some(req) = req
         && !reported(&req)
     {
-        let data =
-            conn.rec.transaction(&req, Some((res, body, captured.as_ref())), None, conn.client, conn.server);
+        let res = Some((res, body, captured.as_ref()));
+        let data = conn.rec.transaction(&req, res, None, conn.client, conn.server, time::now_micros());
         conn.emit(data).await;
     }
 }
@@ -298,11 +299,13 @@ async fn complete(conn: &Conn, res: &super::parser::Head, body: u64, captured: O
 /// (marked) so that a late response still pairs with the right request.
 async fn overdue(conn: &Conn) {
     let mut late = Vec::new();
+    let now = time::now_micros();
+    let timeout = conn.rec.timeout.as_micros() as i64;
     {
         let mut s = conn.lock();
         for r in s.requests.iter_mut() {
-            if r.done && !reported(r) && r.started.elapsed() >= conn.rec.timeout {
-                late.push(conn.rec.transaction(r, None, Some("no response"), conn.client, conn.server));
+            if r.done && !reported(r) && now - r.started >= timeout {
+                late.push(conn.rec.transaction(r, None, Some("no response"), conn.client, conn.server, now));
                 r.reported = true;
             }
         }
