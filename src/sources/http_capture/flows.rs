@@ -613,3 +613,218 @@ impl Exchange {
         data
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection written segment by segment; a segment can be "lost"
+    /// (its sequence numbers used, the segment never given to the flows).
+    struct Wire {
+        flows: Flows,
+        client: SocketAddr,
+        server: SocketAddr,
+        /// Next sequence numbers of client and server.
+        c: u32,
+        s: u32,
+        time: i64,
+        out: Vec<Map>,
+    }
+
+    impl Wire {
+        fn new(max_flow_bytes: usize) -> Self {
+            let limits = Limits { max_flows: 2, max_flow_bytes, max_buffered_bytes: 1 << 20 };
+            let mut w = Wire {
+                flows: Flows::new(vec![80], Arc::new(Recording::default()), limits),
+                client: "127.0.0.1:40000".parse().unwrap(),
+                server: "127.0.0.1:80".parse().unwrap(),
+                c: 1000,
+                s: u32::MAX - 10, // the server's stream wraps
+                time: 1_000_000,
+                out: Vec::new(),
+            };
+            w.client_seg(SYN, b"", true);
+            w.server_seg(SYN | ACK, b"", true);
+            w
+        }
+
+        fn seg(&mut self, from_client: bool, flags: u8, payload: &[u8], seq: u32, deliver: bool) {
+            self.time += 1000;
+            let (src, dst, ack) = if from_client {
+                (self.client, self.server, self.s)
+            } else {
+                (self.server, self.client, self.c)
+            };
+            if deliver {
+                // Everything but the first SYN acknowledges.
+                let flags = if flags == SYN { SYN } else { flags | ACK };
+                let s = Segment { time: self.time, src, dst, seq, ack, flags, payload, cut: 0 };
+                self.flows.segment(&s, &mut self.out);
+            }
+        }
+
+        fn client_seg(&mut self, flags: u8, payload: &[u8], deliver: bool) -> u32 {
+            let seq = self.c;
+            self.c = self.c.wrapping_add(payload.len() as u32 + u32::from(flags & (SYN | FIN) != 0));
+            self.seg(true, flags, payload, seq, deliver);
+            seq
+        }
+
+        fn server_seg(&mut self, flags: u8, payload: &[u8], deliver: bool) -> u32 {
+            let seq = self.s;
+            self.s = self.s.wrapping_add(payload.len() as u32 + u32::from(flags & (SYN | FIN) != 0));
+            self.seg(false, flags, payload, seq, deliver);
+            seq
+        }
+
+        /// A segment sent earlier, captured now (out of order or again).
+        fn replay(&mut self, from_client: bool, seq: u32, payload: &[u8]) {
+            self.seg(from_client, 0, payload, seq, true);
+        }
+
+        /// The transactions so far, as (method, path, status, gap, error).
+        fn taken(&mut self) -> Vec<String> {
+            self.out
+                .drain(..)
+                .map(|m| {
+                    let get = |k: &str| match m.get(k) {
+                        Some(Value::Str(s)) => s.to_string(),
+                        Some(Value::Null) | None => "-".into(),
+                        Some(v) => format!("{v:?}"),
+                    };
+                    format!(
+                        "{} {} {} gap={} {}",
+                        get("method"),
+                        get("path"),
+                        get("status"),
+                        get("gap"),
+                        get("error")
+                    )
+                    .replace("Int(", "")
+                    .replace("UInt(", "")
+                    .replace("Bool(", "")
+                    .replace(')', "")
+                })
+                .collect()
+        }
+    }
+
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+
+    #[test]
+    fn out_of_order_and_retransmitted_segments_make_one_clean_transaction() {
+        let mut w = Wire::new(1 << 16);
+        let a = w.client_seg(0, b"GET /a HTT", false);
+        w.client_seg(0, b"P/1.1\r\nHost: x\r\n\r\n", true); // ahead of the first
+        w.replay(true, a, b"GET /a HTT");
+        w.replay(true, a, b"GET /a HTT"); // again
+        w.server_seg(0, OK, true);
+        assert_eq!(w.taken(), ["GET /a 200 gap=false -"]);
+    }
+
+    #[test]
+    fn a_loss_inside_a_body_of_known_length_is_a_gap_not_a_wrong_parse() {
+        let mut w = Wire::new(1 << 16);
+        w.client_seg(0, b"GET /big HTTP/1.1\r\n\r\n", true);
+        w.server_seg(0, b"HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n0123456789", true);
+        w.server_seg(0, b"0123456789", false); // lost
+        w.server_seg(0, b"0123456789", true);
+        // The next request acknowledges the lost bytes: the hole is final.
+        w.client_seg(0, b"GET /next HTTP/1.1\r\n\r\n", true);
+        w.server_seg(0, OK, true);
+        assert_eq!(w.taken(), ["GET /big 200 gap=true -", "GET /next 200 gap=false -"]);
+    }
+
+    #[test]
+    fn a_lost_request_does_not_shift_the_pairing() {
+        let mut w = Wire::new(1 << 16);
+        w.client_seg(0, b"GET /lost HTTP/1.1\r\n\r\n", false);
+        w.server_seg(0, OK, true); // answers /lost, which was not captured
+        w.client_seg(0, b"GET /b HTTP/1.1\r\n\r\n", true);
+        w.server_seg(0, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", true);
+        assert_eq!(w.taken(), ["GET /b 404 gap=false -"]);
+    }
+
+    #[test]
+    fn a_lost_response_head_reports_its_request_and_the_parse_resumes() {
+        let mut w = Wire::new(1 << 16);
+        w.client_seg(0, b"GET /a HTTP/1.1\r\n\r\n", true);
+        w.server_seg(0, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false);
+        w.server_seg(0, b"5\r\nhello\r\n0\r\n\r\n", true);
+        w.client_seg(0, b"GET /b HTTP/1.1\r\n\r\n", true);
+        w.server_seg(0, OK, true);
+        assert_eq!(w.taken(), ["GET /a - gap=true response not captured", "GET /b 200 gap=false -"]);
+    }
+
+    #[test]
+    fn pipelined_requests_pair_in_order_and_a_reset_reports_the_unanswered() {
+        let mut w = Wire::new(1 << 16);
+        w.client_seg(0, b"GET /1 HTTP/1.1\r\n\r\nHEAD /2 HTTP/1.1\r\n\r\nGET /3 HTTP/1.1\r\n\r\n", true);
+        w.server_seg(0, b"HTTP/1.1 100 Continue\r\n\r\n", true);
+        w.server_seg(0, OK, true);
+        w.server_seg(0, b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n", true); // HEAD: no body
+        w.server_seg(RST, b"", true);
+        assert_eq!(
+            w.taken(),
+            ["GET /1 200 gap=false -", "HEAD /2 200 gap=false -", "GET /3 - gap=false no response"]
+        );
+        assert_eq!(w.flows.len(), 0);
+    }
+
+    #[test]
+    fn a_flow_joined_mid_stream_waits_for_a_message_head() {
+        let mut w = Wire::new(1 << 16);
+        w.flows = Flows::new(vec![80], Arc::new(Recording::default()), w.flows.limits);
+        w.server_seg(0, b"lo world, the end of an earlier body", true);
+        w.client_seg(0, b"GET /a HTTP/1.1\r\n\r\n", true);
+        w.server_seg(0, OK, true);
+        assert_eq!(w.taken(), ["GET /a 200 gap=false -"]);
+    }
+
+    #[test]
+    fn a_body_until_close_ends_with_the_servers_fin_and_timeouts_are_reported() {
+        let mut w = Wire::new(1 << 16);
+        w.client_seg(0, b"GET /a HTTP/1.1\r\n\r\n", true);
+        w.server_seg(0, b"HTTP/1.0 200 OK\r\n\r\nuntil the end", true);
+        w.server_seg(FIN, b"", true);
+        assert_eq!(w.taken(), ["GET /a 200 gap=false -"]);
+
+        let mut w = Wire::new(1 << 16);
+        w.client_seg(0, b"GET /never HTTP/1.1\r\n\r\n", true);
+        let now = w.time;
+        w.flows.sweep(now + 1_000_000, &mut w.out);
+        assert!(w.taken().is_empty());
+        w.flows.sweep(now + 31_000_000, &mut w.out);
+        assert_eq!(w.taken(), ["GET /never - gap=false no response"]);
+        w.server_seg(0, OK, true); // late: reported already
+        assert!(w.taken().is_empty());
+    }
+
+    #[test]
+    fn held_bytes_and_flows_are_bounded() {
+        let mut w = Wire::new(16);
+        w.client_seg(0, b"GET /a HTTP/1.1\r\n\r\n", true);
+        w.server_seg(0, b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n", true);
+        w.server_seg(0, b"0123456789", false);
+        w.server_seg(0, b"0123456789", true);
+        w.server_seg(0, b"0123456789", true); // past the limit: the hole is given up
+        w.server_seg(0, b"0123456789", true);
+        assert_eq!(w.taken(), ["GET /a 200 gap=true -"]);
+        assert_eq!(w.flows.buffered, 0);
+        // Two flows at most.
+        for port in [40001, 40002] {
+            let s = Segment {
+                time: 0,
+                src: SocketAddr::new(w.client.ip(), port),
+                dst: w.server,
+                seq: 1,
+                ack: 0,
+                flags: SYN,
+                payload: b"",
+                cut: 0,
+            };
+            w.flows.segment(&s, &mut w.out);
+        }
+        assert_eq!((w.flows.len(), w.flows.counts.flows_refused), (2, 1));
+    }
+}

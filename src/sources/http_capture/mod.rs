@@ -13,7 +13,7 @@
 //! two streams back in order (`reassembly`), and runs the same parser over
 //! them (`flows`).
 
-mod flows;
+pub mod flows;
 pub mod parser;
 mod proxy;
 pub mod reassembly;
@@ -441,6 +441,20 @@ impl Captured {
         let room = max.saturating_sub(self.bytes.len());
         self.bytes.extend_from_slice(&data[..room.min(data.len())]);
         self.truncated |= data.len() > room;
+    }
+}
+
+impl Default for Recording {
+    /// The defaults of `Config`, bodies captured up to 64 bytes.
+    fn default() -> Self {
+        Recording {
+            secret_params: default_secret_params(),
+            headers: default_headers(),
+            redact: default_redact(),
+            timeout: default_transaction_timeout().0,
+            max_body: 64,
+            body_types: default_body_content_types(),
+        }
     }
 }
 
