@@ -5,9 +5,9 @@
 //! - [`config`]: the YAML model, environment interpolation, validation with positions.
 //! - [`event`]: the CloudEvents event, its encodings, ids, times and acknowledgements.
 //! - [`pipeline`]: the component graph, its channels, fan-out, metrics and shutdown.
-//! - [`sources`]: where events come from (`generator`, `ingest`).
-//! - [`transforms`]: what happens to them on the way (`sample`).
-//! - [`sinks`]: where they go (`console`, `file`, `http`), with the shared sink driver.
+//! - [`sources`]: where events come from (`file`, `host`, `fs_watch`, `http_capture`, `ingest`, `agent`, `generator`).
+//! - [`transforms`]: what happens to them on the way (`parse`, `filter`, `sample`, `throttle`, `dedupe`, `remap`, `route`).
+//! - [`sinks`]: where they go (`console`, `file`, `http`, `kafka`, `amqp`, `nats`, `mqtt`, `redis`), with the shared sink driver.
 //! - [`buffer`]: the buffer in front of each sink.
 //! - [`batch`]: batching, encoding and compression for sinks.
 //! - [`retry`]: request settings, backoff and the outcome of a send.

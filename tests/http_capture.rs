@@ -289,3 +289,72 @@ fn sniffing_without_cap_net_raw_is_a_clear_error() {
     assert!(logs.contains("CAP_NET_RAW"), "{logs}");
     assert!(logs.contains("cannot capture on `lo`"), "{logs}");
 }
+
+/// A WebSocket upgrade: one transaction (101), then the bytes of the new
+/// protocol pass through and are never taken for HTTP.
+fn upgrade_then_echo(proxy: bool) {
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let server_addr = server.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut s, _) = server.accept().unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => s.write_all(&buf[..n]).unwrap(),
+            }
+        }
+    });
+    let api = free_port();
+    let (mut agent, port) = if proxy {
+        let port = free_port();
+        let agent = Agent::start(&format!(
+            "data_dir: {{data_dir}}\napi: {{address: \"127.0.0.1:{api}\"}}\nsources:\n  web:\n    type: http_capture\n    mode: proxy\n    listen: \"127.0.0.1:{port}\"\n    upstream: \"{server_addr}\"\n{RECORDING}"
+        ));
+        (agent, port)
+    } else {
+        let port = server_addr.port();
+        let agent = Agent::start(&format!(
+            "data_dir: {{data_dir}}\napi: {{address: \"127.0.0.1:{api}\"}}\nsources:\n  web:\n    type: http_capture\n    mode: sniff\n    interface: lo\n    ports: [{port}]\n{RECORDING}"
+        ));
+        (agent, port)
+    };
+    agent.wait_ready(api);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = s.read(&mut answer).unwrap();
+    assert!(answer[..n].starts_with(b"HTTP/1.1 101"), "{:?}", String::from_utf8_lossy(&answer[..n]));
+    // Frames of the new protocol that happen to look like HTTP.
+    for frame in [&b"GET /not-http HTTP/1.1\r\n\r\n"[..], b"HTTP/1.1 200 OK\r\n\r\n", b"\x81\x05hello"] {
+        s.write_all(frame).unwrap();
+        let mut echo = vec![0u8; frame.len()];
+        s.read_exact(&mut echo).unwrap();
+        assert_eq!(echo, frame);
+    }
+    drop(s);
+    let events = wait_for(&agent, 1, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(1500));
+    let events = if events.len() > 1 { events } else { self::events(&agent) };
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["data"]["path"], "/ws");
+    assert_eq!(events[0]["data"]["status"], 101);
+}
+
+#[test]
+fn proxy_passes_an_upgraded_connection_through() {
+    upgrade_then_echo(true);
+}
+
+#[test]
+fn sniff_reports_an_upgrade_and_ignores_what_follows() {
+    upgrade_then_echo(false);
+}

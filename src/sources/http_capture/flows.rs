@@ -77,7 +77,8 @@ impl Flows {
         Flows { flows: HashMap::new(), ports, rec, limits, buffered: 0, counts: Counts::default() }
     }
 
-    pub fn len(&self) -> usize {
+    /// Connections followed now.
+    pub fn count(&self) -> usize {
         self.flows.len()
     }
 
@@ -208,6 +209,8 @@ struct Exchange {
     response_gap: bool,
     request_body: Option<Captured>,
     response_body: Option<Captured>,
+    /// The connection switched protocols: nothing more is HTTP.
+    upgraded: bool,
     last: i64,
 }
 
@@ -315,6 +318,7 @@ impl Flow {
                 response_gap: false,
                 request_body: None,
                 response_body: None,
+                upgraded: false,
                 last: 0,
             },
         }
@@ -438,6 +442,9 @@ impl Exchange {
     }
 
     fn requests_data(&mut self, bytes: &[u8], seq: u32, time: i64, cx: &mut Cx) {
+        if self.upgraded {
+            return;
+        }
         if self.up.lost {
             if !request_start(bytes) {
                 return;
@@ -485,6 +492,9 @@ impl Exchange {
     }
 
     fn responses_data(&mut self, bytes: &[u8], seq: u32, ack: u32, time: i64, cx: &mut Cx) {
+        if self.upgraded {
+            return;
+        }
         if self.down.lost {
             if !response_start(bytes) {
                 return;
@@ -492,7 +502,9 @@ impl Exchange {
             self.resync(ack, time, cx);
         }
         let mut done: Vec<(Head, u64, Option<Captured>, bool, i64)> = Vec::new();
-        let Exchange { down, requests, starts, response, paired, response_gap, response_body, .. } = self;
+        let Exchange {
+            down, requests, starts, response, paired, response_gap, response_body, upgraded, ..
+        } = self;
         let rec = cx.rec;
         let err = down.feed(bytes, seq, time, &mut |parser, item, span, _, time| match item {
             Item::Head(head) => {
@@ -508,6 +520,7 @@ impl Exchange {
                     // The connection switched protocols (or tunnels): the
                     // exchange ends with the head.
                     done.push((head, 0, None, *paired, time));
+                    *upgraded = true;
                 } else {
                     *response = Some(head);
                 }
@@ -768,7 +781,7 @@ mod tests {
             w.taken(),
             ["GET /1 200 gap=false -", "HEAD /2 200 gap=false -", "GET /3 - gap=false no response"]
         );
-        assert_eq!(w.flows.len(), 0);
+        assert_eq!(w.flows.count(), 0);
     }
 
     #[test]
@@ -825,6 +838,6 @@ mod tests {
             };
             w.flows.segment(&s, &mut w.out);
         }
-        assert_eq!((w.flows.len(), w.flows.counts.flows_refused), (2, 1));
+        assert_eq!((w.flows.count(), w.flows.counts.flows_refused), (2, 1));
     }
 }

@@ -389,7 +389,7 @@ fn capture(
             let (packets, drops) = ring.stats();
             stats.packets.fetch_add(packets, Relaxed);
             stats.kernel_drops.fetch_add(drops, Relaxed);
-            stats.flows.store(flows.len() as u64, Relaxed);
+            stats.flows.store(flows.count() as u64, Relaxed);
             stats.flows_refused.store(flows.counts.flows_refused, Relaxed);
             stats.gaps.store(flows.counts.gaps, Relaxed);
             stats.malformed.store(flows.counts.malformed, Relaxed);
