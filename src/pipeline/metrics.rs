@@ -22,15 +22,18 @@ pub enum DropReason {
     DeadLettered,
     /// Nothing reads from the component.
     NoOutput,
+    /// Lost to a damaged record of a disk buffer.
+    Corrupted,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 6] = [
         DropReason::BufferFull,
         DropReason::Filtered,
         DropReason::Malformed,
         DropReason::DeadLettered,
         DropReason::NoOutput,
+        DropReason::Corrupted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -40,6 +43,7 @@ impl DropReason {
             DropReason::Malformed => "malformed",
             DropReason::DeadLettered => "dead_lettered",
             DropReason::NoOutput => "no_output",
+            DropReason::Corrupted => "corrupted",
         }
     }
 }
@@ -351,10 +355,10 @@ impl Registry {
             let _ = writeln!(out, "{name}_count{{{}}} {count}", labels(c));
         }
 
-        let name = "hostwatch_transform_errors_total";
+        let name = "hostwatch_component_errors_total";
         let _ = writeln!(
             out,
-            "# HELP {name} Events a transform's expression or parser failed on, by reason.\n# TYPE {name} counter"
+            "# HELP {name} What a component failed on, by reason: events a transform could not evaluate or parse, records of a disk buffer that were damaged.\n# TYPE {name} counter"
         );
         for c in &all {
             for (reason, n) in c.errors() {

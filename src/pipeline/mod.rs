@@ -140,9 +140,28 @@ pub async fn start(
     let mut outputs: HashMap<String, Vec<(String, Sender)>> = HashMap::new();
 
     let mut sink_metrics = HashMap::new();
+    let mut disk_buffers = HashMap::new();
     for p in &topology.sinks {
         let m = registry.register(&p.id, "sink", &p.ty);
-        let (tx, rx) = channel::channel(p.built.buffer, Some(m.clone()));
+        // A disk buffer reports its own size; the channel in front of it is
+        // a small memory stage.
+        let gauges = if p.built.disk.is_some() { None } else { Some(m.clone()) };
+        let (tx, rx) = channel::channel(p.built.buffer, gauges);
+        let rx = match p.built.disk {
+            Some(d) => {
+                let settings = crate::buffer::disk::Settings {
+                    dir: data_dir.join("buffer").join(&p.id),
+                    max_size: d.max_size,
+                    when_full: d.when_full,
+                    sync_interval: d.sync_interval,
+                    segment_size: (d.max_size / 8).clamp(1 << 20, 64 << 20),
+                };
+                let (rx, acker) = crate::buffer::disk::start(settings, rx, m.clone())?;
+                disk_buffers.insert(p.id.clone(), acker);
+                rx
+            }
+            None => rx,
+        };
         inputs.insert(p.id.clone(), tx);
         receivers.insert(p.id.clone(), rx);
         sink_metrics.insert(p.id.clone(), m);
@@ -170,7 +189,15 @@ pub async fn start(
     let mut tasks = JoinSet::new();
     for Part { id, built: sink, .. } in topology.sinks {
         let (Some(rx), Some(m)) = (receivers.remove(&id), sink_metrics.remove(&id)) else { continue };
-        tasks.spawn(async move { (id, "sink", sink.run(rx, m).await) });
+        let disk = disk_buffers.remove(&id);
+        tasks.spawn(async move {
+            let result = sink.run(rx, m).await;
+            // What was delivered is saved before the sink counts as stopped.
+            if let Some(acker) = disk {
+                let _ = acker.await;
+            }
+            (id, "sink", result)
+        });
     }
     for Part { id, ty, outputs: named, built: transform, .. } in topology.transforms {
         let Some(rx) = receivers.remove(&id) else { continue };

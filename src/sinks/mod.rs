@@ -125,6 +125,7 @@ impl SinkConfig {
             },
             partitioner: parts.partitioner,
             buffer: self.buffer.limits()?,
+            disk: self.buffer.disk()?,
             request,
             dead_letters: data_dir.join("dead").join(id),
         })
@@ -250,6 +251,8 @@ pub struct BuiltSink {
     partitioner: Option<Box<Partitioner>>,
     /// The limits of the sink's input channel: its memory buffer.
     pub buffer: Limits,
+    /// A disk buffer behind the input channel.
+    pub disk: Option<crate::buffer::DiskLimits>,
     request: RequestSettings,
     dead_letters: PathBuf,
 }

@@ -1,0 +1,519 @@
+//! The disk buffer: events wait for their sink in an append-only log of
+//! segment files under `data_dir/buffer/<sink id>/`, so that they survive a
+//! crash, a restart and a sink that is down for hours.
+//!
+//! Three tasks share a buffer:
+//! - the writer takes batches from the sink's input channel, appends each as
+//!   one record (`record`), and syncs the file every `sync_interval`; only
+//!   then are the batches acknowledged to their sources (a file source moves
+//!   its checkpoint): from there on the disk holds them;
+//! - the reader reads records in order, from where the last run stopped,
+//!   and hands them to the sink's driver through a small memory channel;
+//! - the acker waits for the driver to settle each record in order, keeps
+//!   the position of the first one not delivered in the file `acked`, and
+//!   deletes segments once every record in them is delivered.
+//!
+//! A record that fails its checksum or does not decode (a torn write, a
+//! flipped bit) is skipped with the rest of its segment, logged with the
+//! segment's name and counted (`hostwatch_component_errors_total{reason=
+//! "buffer_corrupt"}`); the agent goes on with the next segment.
+//! The writer always starts a new segment, so it never appends after a torn
+//! tail.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::sync::{Notify, mpsc};
+
+use super::record;
+use crate::event::ack::{AckReceiver, token};
+use crate::event::{AckSet, BatchStatus, EventBatch};
+use crate::pipeline::channel::{self, Limits, Receiver, WhenFull};
+use crate::pipeline::metrics::{ComponentMetrics, DropReason};
+
+/// Settings of a disk buffer.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub dir: PathBuf,
+    pub max_size: u64,
+    pub when_full: WhenFull,
+    pub sync_interval: Duration,
+    /// A segment is closed and a new one started past this size.
+    pub segment_size: u64,
+}
+
+/// A position in the log: segment number and byte offset in it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    pub segment: u64,
+    pub offset: u64,
+}
+
+/// What the three tasks share.
+struct Shared {
+    /// How far the writer has written: the reader reads up to here.
+    written: Mutex<Position>,
+    /// The writer has stopped (its input closed): the reader stops at the end.
+    closed: AtomicBool,
+    /// Wakes the reader when more is written or the writer stops.
+    more: Notify,
+    /// Bytes in segment files on disk.
+    bytes: AtomicU64,
+    /// Wakes a blocked writer when segments are deleted.
+    freed: Notify,
+    /// Events written and not yet delivered.
+    events: AtomicU64,
+}
+
+pub fn segment_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("{n:020}.seg"))
+}
+
+/// The segment numbers in `dir`, in order.
+pub fn segments(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut all = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        if let Some(n) = name.to_str().and_then(|n| n.strip_suffix(".seg")).and_then(|n| n.parse().ok()) {
+            all.push(n);
+        }
+    }
+    all.sort_unstable();
+    Ok(all)
+}
+
+/// The position of the first record not yet delivered, as last saved.
+pub fn load_acked(dir: &Path) -> Option<Position> {
+    let text = fs::read_to_string(dir.join("acked")).ok()?;
+    let (s, o) = text.trim().split_once(' ')?;
+    Some(Position { segment: s.parse().ok()?, offset: o.parse().ok()? })
+}
+
+fn save_acked(dir: &Path, p: Position) -> io::Result<()> {
+    let tmp = dir.join("acked.tmp");
+    fs::write(&tmp, format!("{} {}\n", p.segment, p.offset))?;
+    fs::rename(tmp, dir.join("acked"))
+}
+
+/// What a segment holds from `offset` on, read from the record headers and
+/// event counts alone: (records, events, bytes), and where it stops being
+/// readable (a torn or damaged frame), if it does.
+pub fn scan(path: &Path, offset: u64) -> io::Result<(u64, u64, u64, Option<u64>)> {
+    let mut f = File::open(path)?;
+    let size = f.metadata()?.len();
+    let (mut records, mut events, mut at) = (0, 0, offset);
+    f.seek(SeekFrom::Start(offset))?;
+    let mut head = [0u8; record::HEADER + 4];
+    while at < size {
+        if at + head.len() as u64 > size || f.read_exact(&mut head).is_err() {
+            return Ok((records, events, at - offset, Some(at)));
+        }
+        let (len, _) = record::header(head[..record::HEADER].try_into().unwrap_or(&[0; record::HEADER]));
+        let n = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
+        if !(4..=record::MAX_PAYLOAD).contains(&len) || at + (record::HEADER + len) as u64 > size {
+            return Ok((records, events, at - offset, Some(at)));
+        }
+        records += 1;
+        events += u64::from(n);
+        at += (record::HEADER + len) as u64;
+        f.seek(SeekFrom::Start(at))?;
+    }
+    Ok((records, events, at - offset, None))
+}
+
+/// Opens the buffer in `settings.dir` and starts its tasks: `input` is the
+/// sink's input channel; the returned receiver is what the sink's driver
+/// reads, and the task ends once the position of what the driver delivered
+/// is saved (after the driver has stopped).
+pub fn start(
+    settings: Settings,
+    input: Receiver,
+    metrics: Arc<ComponentMetrics>,
+) -> Result<(Receiver, tokio::task::JoinHandle<()>), String> {
+    let dir = &settings.dir;
+    fs::create_dir_all(dir).map_err(|e| format!("cannot create the disk buffer {}: {e}", dir.display()))?;
+    let existing =
+        segments(dir).map_err(|e| format!("cannot read the disk buffer {}: {e}", dir.display()))?;
+    let mut bytes = 0;
+    for n in &existing {
+        bytes += fs::metadata(segment_path(dir, *n)).map(|m| m.len()).unwrap_or(0);
+    }
+    let first_new = existing.last().map_or(1, |n| n + 1);
+    // Segments before the saved position were delivered; one whose deletion
+    // was cut short by a crash goes now.
+    let saved = load_acked(dir);
+    let mut existing = existing;
+    if let Some(p) = saved {
+        for n in existing.iter().filter(|n| **n < p.segment) {
+            let path = segment_path(dir, *n);
+            bytes -= fs::metadata(&path).map(|m| m.len()).unwrap_or(0).min(bytes);
+            let _ = fs::remove_file(path);
+        }
+        existing.retain(|n| *n >= p.segment);
+    }
+    let start = match saved {
+        Some(p) if existing.contains(&p.segment) => p,
+        // Its segment was deleted (all delivered): the next one on.
+        Some(p) => Position {
+            segment: existing.iter().copied().find(|n| *n > p.segment).unwrap_or(first_new),
+            offset: 0,
+        },
+        None => Position { segment: existing.first().copied().unwrap_or(first_new), offset: 0 },
+    };
+    // What waits from the last run, for the gauges.
+    let mut waiting = 0;
+    for n in existing.iter().filter(|n| **n >= start.segment) {
+        let from = if *n == start.segment { start.offset } else { 0 };
+        waiting += scan(&segment_path(dir, *n), from).map_or(0, |s| s.1);
+    }
+    let shared = Arc::new(Shared {
+        written: Mutex::new(Position { segment: first_new, offset: 0 }),
+        closed: AtomicBool::new(false),
+        more: Notify::new(),
+        bytes: AtomicU64::new(bytes),
+        freed: Notify::new(),
+        events: AtomicU64::new(waiting),
+    });
+    metrics.buffer_bytes.store(bytes, Relaxed);
+    metrics.buffer_events.store(waiting, Relaxed);
+    let file = create_segment(dir, first_new)
+        .map_err(|e| format!("cannot write the disk buffer {}: {e}", dir.display()))?;
+    if !existing.is_empty() {
+        tracing::info!(component = %metrics.id, segments = existing.len(), bytes, "resuming the disk buffer");
+    }
+    // The driver's own memory channel: a few batches, enough to keep it busy.
+    let (out, driver_input) =
+        channel::channel(Limits { max_events: 4096, max_bytes: 16 << 20, when_full: WhenFull::Block }, None);
+    let (acks_tx, acks_rx) = mpsc::unbounded_channel();
+    let writer = Writer {
+        settings: settings.clone(),
+        shared: shared.clone(),
+        metrics: metrics.clone(),
+        file,
+        at: Position { segment: first_new, offset: 0 },
+        buf: Vec::new(),
+        unsynced: Vec::new(),
+    };
+    tokio::spawn(writer.run(input));
+    tokio::spawn(read(settings.dir.clone(), start, shared.clone(), out, acks_tx, metrics.clone()));
+    let acker = tokio::spawn(ack(settings.dir.clone(), start, shared, acks_rx, metrics));
+    Ok((driver_input, acker))
+}
+
+fn create_segment(dir: &Path, n: u64) -> io::Result<File> {
+    let file = OpenOptions::new().create_new(true).append(true).open(segment_path(dir, n))?;
+    // The new name must survive a crash as well as the data in it.
+    File::open(dir)?.sync_all()?;
+    Ok(file)
+}
+
+// === the writer ===
+
+struct Writer {
+    settings: Settings,
+    shared: Arc<Shared>,
+    metrics: Arc<ComponentMetrics>,
+    file: File,
+    at: Position,
+    buf: Vec<u8>,
+    /// Acknowledgements of batches written since the last sync.
+    unsynced: Vec<AckSet>,
+}
+
+impl Writer {
+    async fn run(mut self, mut input: Receiver) {
+        let mut tick = tokio::time::interval(self.settings.sync_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                batch = input.recv() => match batch {
+                    Some(batch) => self.append(batch).await,
+                    None => break,
+                },
+                _ = tick.tick(), if !self.unsynced.is_empty() => self.sync().await,
+            }
+        }
+        self.sync().await;
+        self.shared.closed.store(true, Relaxed);
+        self.shared.more.notify_one();
+    }
+
+    async fn append(&mut self, batch: EventBatch) {
+        self.buf.clear();
+        record::encode(batch.events(), &mut self.buf);
+        let len = self.buf.len() as u64;
+        // Room on disk: wait for the sink (block) or drop (drop_newest).
+        loop {
+            let used = self.shared.bytes.load(Relaxed);
+            if used == 0 || used + len <= self.settings.max_size {
+                break;
+            }
+            if self.settings.when_full == WhenFull::DropNewest {
+                self.metrics.add_dropped(DropReason::BufferFull, batch.len());
+                batch.acks.settle(BatchStatus::Delivered);
+                return;
+            }
+            // What is written is acknowledged before waiting.
+            self.sync().await;
+            let freed = self.shared.freed.notified();
+            let _ = tokio::time::timeout(Duration::from_millis(500), freed).await;
+        }
+        if self.at.offset > 0 && self.at.offset + len > self.settings.segment_size {
+            self.rotate().await;
+        }
+        let mut failures = 0u32;
+        while let Err(e) = self.file.write_all(&self.buf) {
+            // A full or failing disk: the events wait in memory, the sources
+            // slow down, nothing is lost.
+            if failures == 0 {
+                tracing::error!(component = %self.metrics.id, "cannot write the disk buffer, retrying: {e}");
+                self.metrics.add_error("buffer_write", 1);
+            }
+            failures += 1;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        self.at.offset += len;
+        self.shared.bytes.fetch_add(len, Relaxed);
+        self.shared.events.fetch_add(batch.len() as u64, Relaxed);
+        self.publish_gauges();
+        let (_, acks) = batch.into_parts();
+        self.unsynced.push(acks);
+        *self.shared.written.lock().unwrap_or_else(|p| p.into_inner()) = self.at;
+        self.shared.more.notify_one();
+    }
+
+    /// Makes what was written durable, then acknowledges it.
+    async fn sync(&mut self) {
+        if self.unsynced.is_empty() {
+            return;
+        }
+        let file = self.file.try_clone();
+        let synced = match file {
+            Ok(f) => tokio::task::spawn_blocking(move || f.sync_data())
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e))),
+            Err(e) => Err(e),
+        };
+        match synced {
+            Ok(()) => {
+                for acks in self.unsynced.drain(..) {
+                    acks.settle(BatchStatus::Delivered);
+                }
+            }
+            Err(e) => {
+                // Not acknowledged: the sources keep their positions and
+                // read the events again after a restart.
+                tracing::error!(component = %self.metrics.id, "cannot sync the disk buffer: {e}");
+                self.metrics.add_error("buffer_sync", 1);
+            }
+        }
+    }
+
+    async fn rotate(&mut self) {
+        self.sync().await;
+        let next = self.at.segment + 1;
+        loop {
+            match create_segment(&self.settings.dir, next) {
+                Ok(f) => {
+                    self.file = f;
+                    self.at = Position { segment: next, offset: 0 };
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(component = %self.metrics.id, "cannot start a disk buffer segment, retrying: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    fn publish_gauges(&self) {
+        self.metrics.buffer_bytes.store(self.shared.bytes.load(Relaxed), Relaxed);
+        self.metrics.buffer_events.store(self.shared.events.load(Relaxed), Relaxed);
+    }
+}
+
+// === the reader ===
+
+/// One record handed to the driver, for the acker.
+struct Handed {
+    end: Position,
+    events: u64,
+    status: AckReceiver,
+}
+
+/// Reads one record at `offset` of `file`: `Ok(None)` at the end of the
+/// segment; `Err` for a record that is torn or corrupt.
+fn read_record(
+    file: &mut File,
+    path: &Path,
+    offset: u64,
+) -> Result<Option<(Vec<crate::event::Event>, u64)>, String> {
+    let mut header = [0u8; record::HEADER];
+    let mut got = 0;
+    while got < header.len() {
+        match file.read(&mut header[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(format!("{}: a record torn at byte {offset}", path.display())),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        }
+    }
+    let (len, crc) = record::header(&header);
+    if len > record::MAX_PAYLOAD {
+        return Err(format!("{}: a record of {len} bytes at byte {offset}: corrupt", path.display()));
+    }
+    let mut payload = BytesMut::zeroed(len);
+    file.read_exact(&mut payload)
+        .map_err(|_| format!("{}: a record torn at byte {offset}", path.display()))?;
+    if !record::intact(&payload, crc) {
+        return Err(format!("{}: a record that fails its checksum at byte {offset}", path.display()));
+    }
+    let events = record::decode(payload.freeze())
+        .map_err(|e| format!("{}: a record that does not decode at byte {offset}: {e}", path.display()))?;
+    Ok(Some((events, (record::HEADER + len) as u64)))
+}
+
+async fn read(
+    dir: PathBuf,
+    start: Position,
+    shared: Arc<Shared>,
+    out: channel::Sender,
+    acks: mpsc::UnboundedSender<Handed>,
+    metrics: Arc<ComponentMetrics>,
+) {
+    let mut at = start;
+    let mut file: Option<File> = None;
+    loop {
+        let more = shared.more.notified();
+        let written = *shared.written.lock().unwrap_or_else(|p| p.into_inner());
+        if at >= written {
+            if shared.closed.load(Relaxed) && at >= *shared.written.lock().unwrap_or_else(|p| p.into_inner())
+            {
+                return;
+            }
+            more.await;
+            continue;
+        }
+        let path = segment_path(&dir, at.segment);
+        if file.is_none() {
+            match File::open(&path) {
+                Ok(mut f) => {
+                    if at.offset > 0 && f.seek(SeekFrom::Start(at.offset)).is_err() {
+                        at = Position { segment: at.segment + 1, offset: 0 };
+                        continue;
+                    }
+                    file = Some(f);
+                }
+                Err(_) => {
+                    // Gone (never written, or deleted by hand): the next one.
+                    at = Position { segment: at.segment + 1, offset: 0 };
+                    continue;
+                }
+            }
+        }
+        let Some(f) = file.as_mut() else { continue };
+        match read_record(f, &path, at.offset) {
+            Ok(Some((events, len))) => {
+                at.offset += len;
+                let (share, status) = token();
+                let n = events.len() as u64;
+                let batch = EventBatch::new(events, AckSet::one(share));
+                if out.send(batch).await.is_err() {
+                    return;
+                }
+                let _ = acks.send(Handed { end: at, events: n, status });
+            }
+            Ok(None) if at.segment < written.segment => {
+                at = Position { segment: at.segment + 1, offset: 0 };
+                file = None;
+            }
+            // The writer's segment, shorter than it said (cut by hand?):
+            // look again shortly.
+            Ok(None) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Err(e) => {
+                // The events the skipped part held, as far as its frames tell.
+                let lost = scan(&path, at.offset).map_or(0, |s| s.1).max(1);
+                tracing::error!(component = %metrics.id, lost, "disk buffer: {e}; the rest of the segment is skipped");
+                metrics.add_error("buffer_corrupt", 1);
+                metrics.add_dropped(DropReason::Corrupted, lost as usize);
+                if at.segment < written.segment {
+                    at = Position { segment: at.segment + 1, offset: 0 };
+                } else {
+                    at = written;
+                }
+                file = None;
+                // The skipped part counts as settled for the acker.
+                let (share, status) = token();
+                share.settle(BatchStatus::Delivered);
+                let _ = acks.send(Handed { end: at, events: lost, status });
+            }
+        }
+    }
+}
+
+// === the acker ===
+
+async fn ack(
+    dir: PathBuf,
+    start: Position,
+    shared: Arc<Shared>,
+    mut handed: mpsc::UnboundedReceiver<Handed>,
+    metrics: Arc<ComponentMetrics>,
+) {
+    let mut acked = start;
+    let mut saved = start;
+    let mut stalled = false;
+    loop {
+        let next = tokio::time::timeout(Duration::from_millis(200), handed.recv()).await;
+        match next {
+            Ok(Some(h)) => {
+                // Records settle in any order; the position moves over them
+                // in order.
+                let status = h.status.await;
+                if stalled || status == BatchStatus::Errored {
+                    // Not settled (the agent stops): read again next time.
+                    stalled = true;
+                    continue;
+                }
+                acked = h.end;
+                shared.events.fetch_sub(h.events.min(shared.events.load(Relaxed)), Relaxed);
+            }
+            Ok(None) => {
+                persist(&dir, acked, &mut saved, &shared, &metrics);
+                return;
+            }
+            Err(_) => {}
+        }
+        persist(&dir, acked, &mut saved, &shared, &metrics);
+    }
+}
+
+/// Saves the position and deletes the segments before it.
+fn persist(dir: &Path, acked: Position, saved: &mut Position, shared: &Shared, metrics: &ComponentMetrics) {
+    if acked == *saved {
+        return;
+    }
+    if let Err(e) = save_acked(dir, acked) {
+        tracing::warn!(component = %metrics.id, "cannot save the disk buffer's position: {e}");
+        return;
+    }
+    for n in saved.segment..acked.segment {
+        let path = segment_path(dir, n);
+        let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if fs::remove_file(&path).is_ok() {
+            shared.bytes.fetch_sub(len.min(shared.bytes.load(Relaxed)), Relaxed);
+        }
+    }
+    *saved = acked;
+    metrics.buffer_bytes.store(shared.bytes.load(Relaxed), Relaxed);
+    metrics.buffer_events.store(shared.events.load(Relaxed), Relaxed);
+    shared.freed.notify_one();
+}

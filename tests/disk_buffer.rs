@@ -1,0 +1,187 @@
+//! The disk buffer: what it holds survives kill -9 and a sink that is down;
+//! a damaged segment costs what is in it, never the agent.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Agent, LogWriter, Mode, Receiver, free_port, metric};
+
+fn config(dir: &Path, data: &Path, receiver: &Receiver, api: u16, max_size: &str) -> String {
+    format!(
+        r#"
+data_dir: {data}
+shutdown_timeout: 1s
+api:
+  address: 127.0.0.1:{api}
+sources:
+  logs:
+    type: file
+    include: ["{dir}/app.log*"]
+sinks:
+  out:
+    type: http
+    inputs: [logs]
+    url: {url}
+    request: {{retry_initial_backoff: 50ms, retry_max_backoff: 200ms}}
+    buffer: {{type: disk, max_size: {max_size}}}
+"#,
+        dir = dir.display(),
+        data = data.display(),
+        url = receiver.url()
+    )
+}
+
+async fn metrics(api: u16) -> String {
+    common::client()
+        .get(format!("http://127.0.0.1:{api}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// 1,000,000 lines; the receiver refuses everything while the agent is
+/// killed twice, so that what was read lives only in the disk buffer (the
+/// file source's checkpoint has moved past it); then it accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_the_sink_is_down_loses_nothing() {
+    const LINES: u64 = 1_000_000;
+    let receiver = Receiver::start(Mode::FailEvery(1)).await;
+    receiver.count_only();
+    let dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let api = free_port();
+    let text = config(dir.path(), data.path(), &receiver, api, "1GiB");
+    let mut agent = Agent::start(&text);
+    agent.wait_ready(api);
+    let writer = LogWriter { rate: 200_000.0, ..LogWriter::new(&dir.path().join("app.log")) };
+    let writing = tokio::task::spawn_blocking(move || writer.write(0, LINES));
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        if round == 2 {
+            receiver.set_mode(Mode::Accept);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        agent.signal("KILL");
+        agent.wait_exit(Duration::from_secs(10));
+        let buffered: u64 = std::fs::read_dir(data.path().join("buffer/out"))
+            .unwrap()
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        eprintln!(
+            "killed in round {round}: {buffered} bytes in the disk buffer, {} lines received",
+            receiver.unique()
+        );
+        if round == 0 {
+            assert!(buffered > 0, "nothing in the disk buffer while the sink was down");
+        }
+        agent = Agent::start(&text);
+        agent.wait_ready(api);
+    }
+    writing.await.unwrap();
+    receiver.wait_for_unique(LINES, Duration::from_secs(120)).await;
+    let (missing, repeated, beyond) = receiver.seq_report(LINES);
+    assert!(missing.is_empty(), "{} lines lost, e.g. {:?}", missing.len(), &missing[..missing.len().min(10)]);
+    assert_eq!(beyond, 0);
+    eprintln!("kill -9 x3 with a disk buffer: {repeated} lines repeated");
+    // Delivered segments are deleted.
+    let m = metrics(api).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric(&metrics(api).await, "hostwatch_buffer_events{").unwrap_or(1.0) > 0.0 {
+        assert!(std::time::Instant::now() < deadline, "the buffer does not empty:\n{m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Lines held on disk while the sink is down, then one segment damaged in
+/// the middle and the last one cut in the middle of a record: the agent
+/// starts, counts both, and delivers everything else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_segment_costs_its_records_not_the_agent() {
+    const LINES: u64 = 60_000;
+    let receiver = Receiver::start(Mode::FailEvery(1)).await;
+    receiver.count_only();
+    let dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let api = free_port();
+    // Segments of 3 MiB (max_size / 8, at least 1 MiB): several.
+    let text = config(dir.path(), data.path(), &receiver, api, "24MiB");
+    let mut agent = Agent::start(&text);
+    agent.wait_ready(api);
+    LogWriter::new(&dir.path().join("app.log")).write(0, LINES);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while metric(&metrics(api).await, "hostwatch_buffer_events{").unwrap_or(0.0) < LINES as f64 {
+        assert!(std::time::Instant::now() < deadline, "{}", agent.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    agent.signal("TERM");
+    agent.wait_exit(Duration::from_secs(10));
+
+    let buffer = data.path().join("buffer/out");
+    let mut segments: Vec<_> = std::fs::read_dir(&buffer)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 3, "{segments:?}");
+    // Flipped bytes in the middle of the first segment.
+    let first = &segments[0];
+    let mut bytes = std::fs::read(first).unwrap();
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 16] {
+        *b ^= 0xff;
+    }
+    std::fs::write(first, &bytes).unwrap();
+    // The last segment with data cut in the middle of a record.
+    let last = segments.iter().rev().find(|p| std::fs::metadata(p).unwrap().len() > 0).unwrap();
+    let len = std::fs::metadata(last).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(last).unwrap().set_len(len / 2 + 3).unwrap();
+
+    receiver.set_mode(Mode::Accept);
+    let mut agent = Agent::start(&text);
+    agent.wait_ready(api);
+    // Everything readable delivered: the buffer holds nothing more.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = metrics(api).await;
+        if metric(&m, "hostwatch_buffer_events{") == Some(0.0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{m}\n{}", agent.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let m = metrics(api).await;
+    let corrupt = metric(
+        &m,
+        "hostwatch_component_errors_total{component_id=\"out\",component_kind=\"sink\",component_type=\"http\",reason=\"buffer_corrupt\"}",
+    );
+    assert_eq!(corrupt, Some(2.0), "{m}");
+    let logs = agent.logs();
+    let first_name = first.file_name().unwrap().to_str().unwrap();
+    assert!(logs.contains(first_name), "the log names the damaged segment:\n{logs}");
+    // Everything but the two damaged stretches arrived.
+    let (missing, _, beyond) = receiver.seq_report(LINES);
+    assert_eq!(beyond, 0);
+    let dropped = metric(
+        &m,
+        "hostwatch_events_dropped_total{component_id=\"out\",component_kind=\"sink\",component_type=\"http\",reason=\"corrupted\"}",
+    );
+    // What the damaged segment held is counted; what was cut off the end of
+    // a file left no trace to count.
+    let dropped = dropped.unwrap_or(0.0);
+    assert!(
+        dropped >= 1.0 && dropped <= missing.len() as f64,
+        "{dropped} counted, {} missing",
+        missing.len()
+    );
+    assert!(!missing.is_empty() && missing.len() < LINES as usize / 2, "{} missing", missing.len());
+    let stretches = missing.windows(2).filter(|w| w[1] != w[0] + 1).count() + 1;
+    assert_eq!(stretches, 2, "the losses are the rest of the damaged segment and the torn tail");
+    assert!(agent.child_alive());
+}
