@@ -45,6 +45,15 @@ pub enum Command {
         #[arg(long)]
         connect: bool,
     },
+    /// Show the disk buffers of a config (`inspect`), or cut their damaged
+    /// tails (`repair`, with the agent stopped).
+    Buffer {
+        #[arg(value_enum)]
+        action: BufferAction,
+        /// The config file.
+        #[arg(long, short, env = "HOSTWATCH_CONFIG", default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
     /// Print a documented example of a component type, or list the types.
     Example {
         /// A source, transform or sink type, e.g. `http`.
@@ -53,12 +62,59 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum BufferAction {
+    /// Size, records, events waiting, the oldest event's time, damage.
+    Inspect,
+    /// Cut each damaged segment before its first damaged record.
+    Repair,
+}
+
 /// Runs a parsed command line; the returned code is the process's exit code.
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run { config } => run(&config),
         Command::Validate { config, connect } => validate(&config, connect),
         Command::Example { ty } => example(ty.as_deref()),
+        Command::Buffer { action, config } => buffer(action, &config),
+    }
+}
+
+fn buffer(action: BufferAction, path: &Path) -> ExitCode {
+    let (config, topology, _) = match check(path) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let mut damaged = false;
+    let mut any = false;
+    for (id, dir) in topology.disk_buffers(&config.data_dir) {
+        any = true;
+        let report = match crate::buffer::disk::inspect(&dir) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("sink `{id}`: cannot read {}: {e}", dir.display());
+                damaged = true;
+                continue;
+            }
+        };
+        println!("sink `{id}`: {}", dir.display());
+        print!("{report}");
+        for d in &report.damage {
+            damaged = true;
+            if let BufferAction::Repair = action {
+                match crate::buffer::disk::cut(&d.path, d.offset) {
+                    Ok(()) => println!("  repaired: {} cut at byte {}", d.path.display(), d.offset),
+                    Err(e) => eprintln!("  cannot cut {}: {e}", d.path.display()),
+                }
+            }
+        }
+    }
+    if !any {
+        println!("{}: no sink has a disk buffer", path.display());
+    }
+    match (action, damaged) {
+        (BufferAction::Inspect, true) => ExitCode::FAILURE,
+        _ => ExitCode::SUCCESS,
     }
 }
 
@@ -90,6 +146,9 @@ fn check(path: &Path) -> Result<(Config, pipeline::Topology, Vec<Diagnostic>), E
             format!("invalid level {:?}: {e}", config.log.level),
         ));
     }
+    if let Err(e) = writable(&config.data_dir) {
+        problems.push(Diagnostic::error(None, "data_dir", e));
+    }
     let topology = match pipeline::build(&config) {
         Ok(t) => Some(t),
         Err(errors) => {
@@ -107,6 +166,29 @@ fn check(path: &Path) -> Result<(Config, pipeline::Topology, Vec<Diagnostic>), E
             Err(ExitCode::from(EXIT_CONFIG))
         }
     }
+}
+
+/// Checks that the agent can write in `dir` (or create it): checkpoints and
+/// disk buffers live there. Creates nothing.
+fn writable(dir: &Path) -> Result<(), String> {
+    let mut at = dir;
+    // The directory, or the nearest ancestor that exists (it will be made).
+    while !at.exists() {
+        match at.parent() {
+            Some(p) if !p.as_os_str().is_empty() => at = p,
+            _ => return Ok(()),
+        }
+    }
+    if !at.is_dir() {
+        return Err(format!("data_dir {}: {} is not a directory", dir.display(), at.display()));
+    }
+    let c = std::ffi::CString::new(at.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: a valid C string.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(format!("data_dir {} is not writable ({}: {e})", dir.display(), at.display()));
+    }
+    Ok(())
 }
 
 /// `validate --connect` when a destination does not answer (EX_UNAVAILABLE).

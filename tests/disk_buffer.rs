@@ -143,6 +143,19 @@ async fn a_damaged_segment_costs_its_records_not_the_agent() {
     let len = std::fs::metadata(last).unwrap().len();
     std::fs::OpenOptions::new().write(true).open(last).unwrap().set_len(len / 2 + 3).unwrap();
 
+    // `buffer inspect` finds the damage and names the segment.
+    let config_file = data.path().join("agent.yaml");
+    std::fs::write(&config_file, &text).unwrap();
+    let inspect = std::process::Command::new(common::BIN)
+        .args(["buffer", "inspect", "--config"])
+        .arg(&config_file)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&inspect.stdout);
+    assert_eq!(inspect.status.code(), Some(1), "{report}");
+    assert_eq!(report.matches("DAMAGED").count(), 2, "{report}");
+    assert!(report.contains(first.file_name().unwrap().to_str().unwrap()), "{report}");
+
     receiver.set_mode(Mode::Accept);
     let mut agent = Agent::start(&text);
     agent.wait_ready(api);
@@ -184,4 +197,18 @@ async fn a_damaged_segment_costs_its_records_not_the_agent() {
     let stretches = missing.windows(2).filter(|w| w[1] != w[0] + 1).count() + 1;
     assert_eq!(stretches, 2, "the losses are the rest of the damaged segment and the torn tail");
     assert!(agent.child_alive());
+}
+
+#[test]
+fn a_data_dir_that_cannot_be_written_is_refused_at_start() {
+    let data = tempfile::tempdir().unwrap();
+    // Root's, not writable by the user the agent runs as.
+    std::process::Command::new("chmod").arg("755").arg(data.path()).status().unwrap();
+    let mut agent = Agent::start_as_nobody(&format!(
+        "data_dir: {}/state\nsources:\n  gen: {{type: generator, rate: 1}}\nsinks:\n  out: {{type: console, inputs: [gen]}}\n",
+        data.path().display()
+    ));
+    let status = agent.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(78), "{}", agent.logs());
+    assert!(agent.logs().contains("is not writable"), "{}", agent.logs());
 }

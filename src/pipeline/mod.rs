@@ -40,6 +40,15 @@ pub struct Topology {
 }
 
 impl Topology {
+    /// The sinks with a disk buffer: id and the buffer's directory.
+    pub fn disk_buffers(&self, data_dir: &std::path::Path) -> Vec<(String, std::path::PathBuf)> {
+        self.sinks
+            .iter()
+            .filter(|p| p.built.disk.is_some())
+            .map(|p| (p.id.clone(), buffer_dir(data_dir, &p.id)))
+            .collect()
+    }
+
     /// Each sink's id and whether its destination answers within `timeout`.
     pub async fn healthchecks(&self, timeout: std::time::Duration) -> Vec<(String, Result<(), String>)> {
         let checks = self.sinks.iter().map(|p| async move {
@@ -51,6 +60,11 @@ impl Topology {
         });
         futures_util::future::join_all(checks).await
     }
+}
+
+/// Where the disk buffer of sink `id` lives.
+fn buffer_dir(data_dir: &std::path::Path, id: &str) -> std::path::PathBuf {
+    data_dir.join("buffer").join(id)
 }
 
 /// A built component and where it sits in the graph.
@@ -150,7 +164,7 @@ pub async fn start(
         let rx = match p.built.disk {
             Some(d) => {
                 let settings = crate::buffer::disk::Settings {
-                    dir: data_dir.join("buffer").join(&p.id),
+                    dir: buffer_dir(data_dir, &p.id),
                     max_size: d.max_size,
                     when_full: d.when_full,
                     sync_interval: d.sync_interval,
