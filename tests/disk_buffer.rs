@@ -212,3 +212,72 @@ fn a_data_dir_that_cannot_be_written_is_refused_at_start() {
     assert_eq!(status.code(), Some(78), "{}", agent.logs());
     assert!(agent.logs().contains("is not writable"), "{}", agent.logs());
 }
+
+/// A full disk buffer with `block`: the file source stops reading until the
+/// sink takes events again; nothing is lost. With `drop_newest`: what the
+/// metrics count as dropped is what the receiver misses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_buffer_blocks_or_drops_and_counts() {
+    for when_full in ["block", "drop_newest"] {
+        const LINES: u64 = 40_000;
+        let receiver = Receiver::start(Mode::FailEvery(1)).await;
+        receiver.count_only();
+        let dir = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let api = free_port();
+        let text = config(dir.path(), data.path(), &receiver, api, "1MiB")
+            .replace("max_size: 1MiB}", &format!("max_size: 1MiB, when_full: {when_full}}}"));
+        let mut agent = Agent::start(&text);
+        agent.wait_ready(api);
+        LogWriter::new(&dir.path().join("app.log")).write(0, LINES);
+        // Wait until the agent is stuck (block) or has read everything (drop).
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut last = None;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let m = metrics(api).await;
+            let read = metric(&m, "hostwatch_events_received_total{component_id=\"logs\"").unwrap_or(0.0);
+            let bytes = metric(&m, "hostwatch_buffer_bytes{").unwrap_or(0.0);
+            assert!(bytes <= (1 << 20) as f64 + 300_000.0, "{bytes} bytes on disk, over max_size");
+            if when_full == "drop_newest" && read == LINES as f64 {
+                break;
+            }
+            if when_full == "block" && read < LINES as f64 && last == Some(read) {
+                break; // paused: nothing more read
+            }
+            last = Some(read);
+            assert!(std::time::Instant::now() < deadline, "{m}");
+        }
+        receiver.set_mode(Mode::Accept);
+        let m = if when_full == "block" {
+            receiver.wait_for_unique(LINES, Duration::from_secs(60)).await;
+            metrics(api).await
+        } else {
+            // Everything kept is delivered: the buffer empties.
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let m = metrics(api).await;
+                if metric(&m, "hostwatch_buffer_events{") == Some(0.0) && receiver.unique() > 0 {
+                    break m;
+                }
+                assert!(std::time::Instant::now() < deadline, "{m}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        let (missing, _, _) = receiver.seq_report(LINES);
+        let dropped = metric(
+            &m,
+            "hostwatch_events_dropped_total{component_id=\"out\",component_kind=\"sink\",component_type=\"http\",reason=\"buffer_full\"}",
+        )
+        .unwrap_or(0.0);
+        if when_full == "block" {
+            assert!(missing.is_empty(), "{} lost with block", missing.len());
+            assert_eq!(dropped, 0.0);
+        } else {
+            assert!(dropped > 0.0, "nothing dropped: the test did not fill the buffer");
+            assert_eq!(dropped, missing.len() as f64, "dropped as counted, missing as seen");
+        }
+        agent.signal("TERM");
+        agent.wait_exit(Duration::from_secs(10));
+    }
+}

@@ -63,7 +63,8 @@ struct Shared {
     closed: AtomicBool,
     /// Wakes the reader when more is written or the writer stops.
     more: Notify,
-    /// Bytes in segment files on disk.
+    /// Bytes of records written and not yet delivered (the segment files
+    /// hold up to a segment more: they go whole once delivered).
     bytes: AtomicU64,
     /// Wakes a blocked writer when segments are deleted.
     freed: Notify,
@@ -140,10 +141,6 @@ pub fn start(
     fs::create_dir_all(dir).map_err(|e| format!("cannot create the disk buffer {}: {e}", dir.display()))?;
     let existing =
         segments(dir).map_err(|e| format!("cannot read the disk buffer {}: {e}", dir.display()))?;
-    let mut bytes = 0;
-    for n in &existing {
-        bytes += fs::metadata(segment_path(dir, *n)).map(|m| m.len()).unwrap_or(0);
-    }
     let first_new = existing.last().map_or(1, |n| n + 1);
     // Segments before the saved position were delivered; one whose deletion
     // was cut short by a crash goes now.
@@ -151,9 +148,7 @@ pub fn start(
     let mut existing = existing;
     if let Some(p) = saved {
         for n in existing.iter().filter(|n| **n < p.segment) {
-            let path = segment_path(dir, *n);
-            bytes -= fs::metadata(&path).map(|m| m.len()).unwrap_or(0).min(bytes);
-            let _ = fs::remove_file(path);
+            let _ = fs::remove_file(segment_path(dir, *n));
         }
         existing.retain(|n| *n >= p.segment);
     }
@@ -167,10 +162,12 @@ pub fn start(
         None => Position { segment: existing.first().copied().unwrap_or(first_new), offset: 0 },
     };
     // What waits from the last run, for the gauges.
-    let mut waiting = 0;
+    let (mut waiting, mut bytes) = (0, 0);
     for n in existing.iter().filter(|n| **n >= start.segment) {
         let from = if *n == start.segment { start.offset } else { 0 };
-        waiting += scan(&segment_path(dir, *n), from).map_or(0, |s| s.1);
+        let path = segment_path(dir, *n);
+        waiting += scan(&path, from).map_or(0, |s| s.1);
+        bytes += fs::metadata(&path).map_or(0, |m| m.len()).saturating_sub(from);
     }
     let shared = Arc::new(Shared {
         written: Mutex::new(Position { segment: first_new, offset: 0 }),
@@ -345,6 +342,7 @@ impl Writer {
 struct Handed {
     end: Position,
     events: u64,
+    bytes: u64,
     status: AckReceiver,
 }
 
@@ -429,7 +427,7 @@ async fn read(
                 if out.send(batch).await.is_err() {
                     return;
                 }
-                let _ = acks.send(Handed { end: at, events: n, status });
+                let _ = acks.send(Handed { end: at, events: n, bytes: len, status });
             }
             Ok(None) if at.segment < written.segment => {
                 at = Position { segment: at.segment + 1, offset: 0 };
@@ -441,6 +439,8 @@ async fn read(
             Err(e) => {
                 // The events the skipped part held, as far as its frames tell.
                 let lost = scan(&path, at.offset).map_or(0, |s| s.1).max(1);
+                let size = fs::metadata(&path).map_or(0, |m| m.len());
+                let skipped = if at.segment < written.segment { size.saturating_sub(at.offset) } else { 0 };
                 tracing::error!(component = %metrics.id, lost, "disk buffer: {e}; the rest of the segment is skipped");
                 metrics.add_error("buffer_corrupt", 1);
                 metrics.add_dropped(DropReason::Corrupted, lost as usize);
@@ -453,7 +453,7 @@ async fn read(
                 // The skipped part counts as settled for the acker.
                 let (share, status) = token();
                 share.settle(BatchStatus::Delivered);
-                let _ = acks.send(Handed { end: at, events: lost, status });
+                let _ = acks.send(Handed { end: at, events: lost, bytes: skipped, status });
             }
         }
     }
@@ -485,6 +485,8 @@ async fn ack(
                 }
                 acked = h.end;
                 shared.events.fetch_sub(h.events.min(shared.events.load(Relaxed)), Relaxed);
+                shared.bytes.fetch_sub(h.bytes.min(shared.bytes.load(Relaxed)), Relaxed);
+                shared.freed.notify_one();
             }
             Ok(None) => {
                 persist(&dir, acked, &mut saved, &shared, &metrics);
@@ -506,16 +508,11 @@ fn persist(dir: &Path, acked: Position, saved: &mut Position, shared: &Shared, m
         return;
     }
     for n in saved.segment..acked.segment {
-        let path = segment_path(dir, n);
-        let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        if fs::remove_file(&path).is_ok() {
-            shared.bytes.fetch_sub(len.min(shared.bytes.load(Relaxed)), Relaxed);
-        }
+        let _ = fs::remove_file(segment_path(dir, n));
     }
     *saved = acked;
     metrics.buffer_bytes.store(shared.bytes.load(Relaxed), Relaxed);
     metrics.buffer_events.store(shared.events.load(Relaxed), Relaxed);
-    shared.freed.notify_one();
 }
 
 // === inspect and repair ===

@@ -27,7 +27,8 @@ pub struct BufferConfig {
     /// `memory` or `disk`. Default: `memory`.
     #[serde(default, rename = "type")]
     pub kind: BufferType,
-    /// Disk: the most bytes of events on disk. Default: `1GiB`.
+    /// Disk: the most bytes of events waiting on disk (the files hold up
+    /// to one segment, an eighth of this, more). Default: `1GiB`.
     #[serde(default)]
     pub max_size: Option<ByteSize>,
     /// Disk: how often written events are synced to disk (and then

@@ -158,9 +158,13 @@ pub async fn start(
     for p in &topology.sinks {
         let m = registry.register(&p.id, "sink", &p.ty);
         // A disk buffer reports its own size; the channel in front of it is
-        // a small memory stage.
-        let gauges = if p.built.disk.is_some() { None } else { Some(m.clone()) };
-        let (tx, rx) = channel::channel(p.built.buffer, gauges);
+        // a small memory stage that waits for it (the disk buffer is the one
+        // that drops, and counts, under `drop_newest`).
+        let (limits, gauges) = match p.built.disk {
+            Some(_) => (Limits { when_full: WhenFull::Block, ..p.built.buffer }, None),
+            None => (p.built.buffer, Some(m.clone())),
+        };
+        let (tx, rx) = channel::channel(limits, gauges);
         let rx = match p.built.disk {
             Some(d) => {
                 let settings = crate::buffer::disk::Settings {
