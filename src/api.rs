@@ -1,4 +1,5 @@
-//! The agent's HTTP API: `GET /health` and `GET /metrics`.
+//! The agent's HTTP API: `GET /health`, `GET /metrics`, and `POST /reload`
+//! (as SIGHUP: read the config again).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -20,12 +21,13 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, String> {
     TcpListener::bind(address).await.map_err(|e| format!("the API cannot listen on {address}: {e}"))
 }
 
-/// Serves until `stop` fires.
+/// Serves until `stop` fires. `POST /reload` sends on `reload`.
 pub async fn serve(
     listener: TcpListener,
     registry: Arc<Registry>,
     started: Instant,
     stop: CancellationToken,
+    reload: tokio::sync::mpsc::Sender<()>,
 ) {
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     loop {
@@ -40,9 +42,11 @@ pub async fn serve(
             _ = stop.cancelled() => return,
         };
         let registry = registry.clone();
+        let reload = reload.clone();
         let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
             let registry = registry.clone();
-            async move { Ok::<_, Infallible>(handle(&req, &registry, started)) }
+            let reload = reload.clone();
+            async move { Ok::<_, Infallible>(handle(&req, &registry, started, &reload)) }
         });
         let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
         let stop = stop.clone();
@@ -59,7 +63,20 @@ fn handle(
     req: &Request<hyper::body::Incoming>,
     registry: &Registry,
     started: Instant,
+    reload: &tokio::sync::mpsc::Sender<()>,
 ) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/reload" {
+        if req.method() != Method::POST {
+            return respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use POST\n".to_string());
+        }
+        // One reload waiting is enough: a second request joins it.
+        let _ = reload.try_send(());
+        return respond(
+            StatusCode::ACCEPTED,
+            "text/plain",
+            "reloading; the log says whether the new config was taken\n".to_string(),
+        );
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use GET\n".to_string());
     }

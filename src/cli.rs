@@ -316,11 +316,12 @@ async fn run_agent(config: Config, topology: pipeline::Topology) -> Result<(), S
     let host = Str::interned(&pipeline::hostname(&config));
     let registry = Arc::new(Registry::default());
     let stop_api = CancellationToken::new();
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<()>(1);
     let api = match &config.api {
         Some(api) => {
             let listener = api::bind(api.address).await?;
-            tracing::info!(address = %api.address, "API on /health and /metrics");
-            Some(tokio::spawn(api::serve(listener, registry.clone(), started, stop_api.clone())))
+            tracing::info!(address = %api.address, "API on /health, /metrics and /reload");
+            Some(tokio::spawn(api::serve(listener, registry.clone(), started, stop_api.clone(), reload_tx)))
         }
         None => None,
     };
@@ -342,13 +343,13 @@ async fn run_agent(config: Config, topology: pipeline::Topology) -> Result<(), S
     registry.started.store(true, std::sync::atomic::Ordering::Relaxed);
     pipeline::notify_systemd("READY=1");
 
+    let mut config = config;
     let finished_by_itself = loop {
         tokio::select! {
             _ = sigterm.recv() => break false,
             _ = sigint.recv() => break false,
-            _ = sighup.recv() => {
-                tracing::warn!("SIGHUP: reloading the config is not supported by this version; the running config stays");
-            }
+            _ = sighup.recv() => reload(&mut config, &mut running, &host, &registry).await?,
+            Some(()) = reload_rx.recv() => reload(&mut config, &mut running, &host, &registry).await?,
             _ = running.finished() => break true,
         }
     };
@@ -369,3 +370,79 @@ async fn run_agent(config: Config, topology: pipeline::Topology) -> Result<(), S
 }
 
 use crate::api;
+
+/// Reads the config again. A config that does not validate is refused (its
+/// errors logged) and the running pipeline goes on. A valid one replaces
+/// it: the running pipeline stops the way it does at shutdown (sources stop,
+/// what is in flight is delivered and acknowledged, checkpoints are saved),
+/// then the new one starts from those checkpoints, so that nothing is lost
+/// or read twice.
+async fn reload(
+    config: &mut Config,
+    running: &mut pipeline::Running,
+    host: &Str,
+    registry: &Arc<Registry>,
+) -> Result<(), String> {
+    let path = config.path.clone();
+    tracing::info!(config = %path.display(), "reloading the config");
+    let (new, topology) = match check_for_reload(&path) {
+        Ok(x) => x,
+        Err(errors) => {
+            for e in &errors {
+                tracing::error!("{e}");
+            }
+            tracing::error!(errors = errors.len(), "the new config is refused; the running pipeline goes on");
+            return Ok(());
+        }
+    };
+    if new.hash == config.hash {
+        tracing::info!("the config did not change");
+        return Ok(());
+    }
+    if new.api.as_ref().map(|a| a.address) != config.api.as_ref().map(|a| a.address) {
+        tracing::warn!("`api` changed: the API keeps its address until a restart");
+    }
+    if !running.shutdown(*config.shutdown_timeout).await {
+        tracing::warn!("not everything in flight was delivered before the reload; sources read it again");
+    }
+    let ids: Vec<&str> = (new.sources.iter().map(|c| c.id.as_str()))
+        .chain(new.transforms.iter().map(|c| c.id.as_str()))
+        .chain(new.sinks.iter().map(|c| c.id.as_str()))
+        .collect();
+    registry.keep_only(&ids);
+    *running = pipeline::start(topology, &new.data_dir, host, &new.hash, registry.clone()).await?;
+    tracing::info!(
+        sources = new.sources.len(),
+        transforms = new.transforms.len(),
+        sinks = new.sinks.len(),
+        "reloaded"
+    );
+    *config = new;
+    Ok(())
+}
+
+/// `check` for a running agent: the problems as log lines, not on stderr.
+fn check_for_reload(path: &Path) -> Result<(Config, pipeline::Topology), Vec<String>> {
+    let (config, warnings) = config::load(path)
+        .map_err(|e| e.diagnostics.iter().map(|d| d.display(&e.path).to_string()).collect::<Vec<_>>())?;
+    for w in &warnings {
+        tracing::warn!("{}", w.display(path));
+    }
+    let mut errors = Vec::new();
+    if let Err(e) = writable(&config.data_dir) {
+        errors.push(e);
+    }
+    match pipeline::build(&config) {
+        Ok(t) if errors.is_empty() => Ok((config, t)),
+        Ok(_) => Err(errors),
+        Err(diags) => {
+            errors.extend(
+                diags
+                    .iter()
+                    .filter(|d| d.severity == config::Severity::Error)
+                    .map(|d| d.display(path).to_string()),
+            );
+            Err(errors)
+        }
+    }
+}

@@ -228,13 +228,30 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
+    /// The metrics of a component: the ones it had before a reload if it
+    /// is the same kind and type (counters go on), else new ones.
     pub fn register(&self, id: &str, kind: &'static str, ty: &str) -> Arc<ComponentMetrics> {
-        let m = Arc::new(ComponentMetrics::new(id, kind, ty));
-        if let Ok(mut all) = self.components.lock() {
-            all.retain(|c| c.id != id);
-            all.push(m.clone());
+        let Ok(mut all) = self.components.lock() else {
+            return Arc::new(ComponentMetrics::new(id, kind, ty));
+        };
+        if let Some(m) = all.iter().find(|c| c.id == id && c.kind == kind && c.ty == ty) {
+            m.set_state(State::Starting);
+            return m.clone();
         }
+        let m = Arc::new(ComponentMetrics::new(id, kind, ty));
+        all.retain(|c| c.id != id);
+        all.push(m.clone());
         m
+    }
+
+    /// Forgets the components not in `ids` (after a reload removed them).
+    pub fn keep_only(&self, ids: &[&str]) {
+        if let Ok(mut all) = self.components.lock() {
+            all.retain(|c| ids.contains(&c.id.as_str()));
+        }
+        if let Ok(mut all) = self.collectors.lock() {
+            all.retain(|(c, _)| ids.contains(&c.as_str()));
+        }
     }
 
     /// Adds a component's own metrics, replacing what it added before.

@@ -387,6 +387,11 @@ impl Receiver {
         self.shared.seqs.lock().unwrap().iter().filter(|c| **c > 0).count() as u64
     }
 
+    /// How often each sequence number arrived.
+    pub fn seq_counts(&self) -> Vec<u8> {
+        self.shared.seqs.lock().unwrap().clone()
+    }
+
     /// Which of `0..n` are missing, and how many arrived more than once (in all).
     pub fn seq_report(&self, n: u64) -> (Vec<u64>, u64, u64) {
         let seqs = self.shared.seqs.lock().unwrap();
