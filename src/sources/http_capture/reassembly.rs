@@ -90,7 +90,9 @@ impl Reassembler {
             return;
         }
         self.hold(seq, ack, time, bytes);
-        if self.held_bytes > self.max_held {
+        // Past the limit, holes are given up from the oldest on until what
+        // is held fits again.
+        while self.held_bytes > self.max_held && !self.held.is_empty() {
             self.give_up_hole(out);
         }
     }
