@@ -281,3 +281,56 @@ async fn a_full_disk_buffer_blocks_or_drops_and_counts() {
         agent.wait_exit(Duration::from_secs(10));
     }
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The receiver down for 60 s under a steady load: the events wait on disk,
+/// memory stays where it was, and everything arrives afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_down_for_a_minute_costs_disk_not_memory() {
+    const RATE: f64 = 5_000.0;
+    const LINES: u64 = 400_000; // 80 s at RATE
+    let receiver = Receiver::start(Mode::Accept).await;
+    receiver.count_only();
+    let dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let api = free_port();
+    let mut agent = Agent::start(&config(dir.path(), data.path(), &receiver, api, "1GiB"));
+    agent.wait_ready(api);
+    let pid = agent.child.id();
+    let writer = LogWriter { rate: RATE, ..LogWriter::new(&dir.path().join("app.log")) };
+    let writing = tokio::task::spawn_blocking(move || writer.write(0, LINES));
+    // Steady state first.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let before = (0..5)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(200));
+            rss_kib(pid)
+        })
+        .max()
+        .unwrap();
+    receiver.set_mode(Mode::FailEvery(1));
+    let mut peak = 0;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        peak = peak.max(rss_kib(pid));
+    }
+    let waiting = metric(&metrics(api).await, "hostwatch_buffer_events{").unwrap_or(0.0);
+    receiver.set_mode(Mode::Accept);
+    writing.await.unwrap();
+    receiver.wait_for_unique(LINES, Duration::from_secs(60)).await;
+    let (missing, _, beyond) = receiver.seq_report(LINES);
+    assert!(missing.is_empty() && beyond == 0, "{} lost", missing.len());
+    eprintln!(
+        "RSS before the outage {before} KiB, peak during it {peak} KiB; {waiting} events waited on disk"
+    );
+    assert!(waiting > 100_000.0, "only {waiting} events waited: the outage did not hold them");
+    assert!(peak as f64 <= before as f64 * 1.2, "RSS grew from {before} KiB to {peak} KiB during the outage");
+}

@@ -186,7 +186,7 @@ pub fn start(
     }
     // The driver's own memory channel: a few batches, enough to keep it busy.
     let (out, driver_input) =
-        channel::channel(Limits { max_events: 4096, max_bytes: 16 << 20, when_full: WhenFull::Block }, None);
+        channel::channel(Limits { max_events: 2048, max_bytes: 8 << 20, when_full: WhenFull::Block }, None);
     let (acks_tx, acks_rx) = mpsc::unbounded_channel();
     let writer = Writer {
         settings: settings.clone(),
