@@ -8,11 +8,13 @@
 //! - every delivered byte was carried by some segment at that position and
 //!   has that segment's value;
 //! - gaps are not empty and less than 2^31;
-//! - `held_bytes() <= max_held + the largest segment fed`;
+//! - `held_bytes() <= max_held + the largest segment fed` (skipped with
+//!   `FUZZ_NO_HELD_CHECK=1` in the environment, to look past that bug);
 //! - nothing is held after `finish`.
 #![no_main]
 
 use std::collections::HashSet;
+use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
 use hostwatch::sources::http_capture::reassembly::{Chunk, Reassembler};
@@ -92,6 +94,11 @@ impl Model {
     }
 }
 
+fn held_check() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("FUZZ_NO_HELD_CHECK").is_none())
+}
+
 fuzz_target!(|input: Input| {
     let max_held = input.max_held as usize;
     let mut r = Reassembler::new(max_held);
@@ -161,7 +168,7 @@ fuzz_target!(|input: Input| {
         }
         assert_eq!(r.next_seq(), m.pos, "next_seq disagrees with what was delivered, after {op:?}");
         assert!(
-            r.held_bytes() <= max_held + largest,
+            !held_check() || r.held_bytes() <= max_held + largest,
             "{} bytes held, max_held {max_held}, largest segment {largest}, after {op:?}",
             r.held_bytes()
         );
