@@ -158,6 +158,9 @@ impl Parser {
     fn head(&mut self, buf: &[u8]) -> Result<Option<(Item, usize)>, String> {
         // Blank lines before a message are allowed (RFC 9112 2.2).
         let skip = buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+        if skip > MAX_HEAD {
+            return Err(format!("more than {MAX_HEAD} bytes of blank lines"));
+        }
         if skip > 0 {
             // Consumed with the head that follows (or again next time).
             return self.head(&buf[skip..]).map(|r| r.map(|(i, n)| (i, n + skip)));
@@ -373,6 +376,8 @@ mod tests {
             &b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n"[..],
             b"\x16\x03\x01\x02\x00garbage\r\n\r\n",
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            // Found by fuzzing: blank lines without end were held, unbounded.
+            &[b'\n'; MAX_HEAD + 1][..],
         ] {
             let mut p = Parser::new(Side::Request);
             let mut at = 0;

@@ -227,6 +227,21 @@ mod tests {
         );
         // Held segments beyond the limit.
         assert_eq!(stream(4, &[("seg", 10, "ab"), ("seg", 15, "cd"), ("seg", 17, "efg")]), "ab[3]cdefg");
+        // Several holes past the limit: given up oldest first until what is
+        // held fits (found by fuzzing: one hole at a time let it grow).
+        assert_eq!(
+            stream(
+                4,
+                &[
+                    ("seg", 10, "ab"),
+                    ("seg", 20, "cd"),
+                    ("seg", 15, "ef"),
+                    ("seg", 30, "ghij"),
+                    ("end", 0, "")
+                ]
+            ),
+            "ab[3]ef[3]cd[8]ghij"
+        );
         // The stream ends with a hole.
         assert_eq!(stream(1000, &[("seg", 10, "ab"), ("seg", 14, "cd"), ("end", 0, "")]), "ab[2]cd");
         // The acknowledgement of a FIN is no hole.
