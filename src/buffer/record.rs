@@ -11,7 +11,10 @@
 //! ```
 //!
 //! Little-endian throughout. Decoding takes the payload as one `Bytes` and
-//! slices its strings out of it: no copy per string.
+//! slices its strings out of it: no copy per string. The attributes and
+//! keys that repeat from event to event (type, source, host, subject, field
+//! names) are interned instead: no reference count to move per event, and
+//! the encoders see the same string again.
 
 use bytes::Bytes;
 
@@ -123,7 +126,7 @@ fn value(v: &Value, out: &mut Vec<u8>) {
 /// Reads a payload that passed its checksum. An error means the writer and
 /// the reader disagree on the format (or the checksum missed a corruption).
 pub fn decode(payload: Bytes) -> Result<Vec<Event>, String> {
-    let mut r = Reader { b: payload, at: 0 };
+    let mut r = Reader { b: payload, at: 0, slots: [""; SLOTS] };
     let n = r.u32()? as usize;
     // Each event takes at least 40 bytes: no allocation from a bogus count.
     let mut events = Vec::with_capacity(n.min(r.b.len() / 40 + 1));
@@ -139,7 +142,19 @@ pub fn decode(payload: Bytes) -> Result<Vec<Event>, String> {
 struct Reader {
     b: Bytes,
     at: usize,
+    /// The interned string last read at each place (type, source, subject,
+    /// host, then the names of the first fields): the next event most
+    /// likely has the same there.
+    slots: [&'static str; SLOTS],
 }
+
+const SLOTS: usize = 16;
+const TYPE: usize = 0;
+const SOURCE: usize = 1;
+const SUBJECT: usize = 2;
+const HOST: usize = 3;
+/// Field names: this slot and on, by position at the top level.
+const FIELDS: usize = 4;
 
 impl Reader {
     fn take(&mut self, n: usize) -> Result<&[u8], String> {
@@ -172,6 +187,25 @@ impl Reader {
         Str::from_utf8(self.b.slice(start..start + n)).map_err(|e| format!("a string that is not UTF-8: {e}"))
     }
 
+    /// A string that likely repeats at this place (`slot`): interned when
+    /// possible.
+    fn name(&mut self, slot: usize) -> Result<Str, String> {
+        let n = self.u32()? as usize;
+        let start = self.at;
+        self.take(n)?;
+        let bytes = &self.b[start..start + n];
+        let last = self.slots[slot.min(SLOTS - 1)];
+        if last.len() == n && last.as_bytes() == bytes {
+            return Ok(Str::from_static(last));
+        }
+        let text = std::str::from_utf8(bytes).map_err(|e| format!("a string that is not UTF-8: {e}"))?;
+        if let Some(s) = crate::event::intern_some(text) {
+            self.slots[slot.min(SLOTS - 1)] = s;
+            return Ok(Str::from_static(s));
+        }
+        Ok(Str::from_utf8(self.b.slice(start..start + n)).map_err(|e| e.to_string())?)
+    }
+
     fn event(&mut self) -> Result<Event, String> {
         let id = match self.u8()? {
             0 => {
@@ -184,13 +218,13 @@ impl Reader {
             t => return Err(format!("an id of kind {t}")),
         };
         let time = self.u64()? as i64;
-        let ty = self.str()?;
-        let source = self.str()?;
+        let ty = self.name(TYPE)?;
+        let source = self.name(SOURCE)?;
         let subject = match self.u8()? {
             0 => None,
-            _ => Some(self.str()?),
+            _ => Some(self.name(SUBJECT)?),
         };
-        let host = self.str()?;
+        let host = self.name(HOST)?;
         let attrs = self.map(0)?;
         let data = self.value(0)?;
         Ok(Event { id, time, ty, source, subject, host, attrs, data })
@@ -199,8 +233,10 @@ impl Reader {
     fn map(&mut self, depth: usize) -> Result<Map, String> {
         let n = self.u32()? as usize;
         let mut m = Map::with_capacity(n.min(self.b.len() - self.at));
-        for _ in 0..n {
-            let k = self.str()?;
+        for i in 0..n {
+            // Nested objects share the last slot.
+            let slot = if depth == 0 { FIELDS + i } else { SLOTS - 1 };
+            let k = self.name(slot)?;
             let v = self.value(depth + 1)?;
             m.push(k, v);
         }

@@ -80,17 +80,37 @@ impl Str {
 /// often it is asked for (a config reloaded a hundred times does not store
 /// its constants a hundred times).
 pub fn intern(s: &str) -> &'static str {
+    intern_up_to(s, usize::MAX).unwrap_or("")
+}
+
+/// The most strings [`intern_some`] stores, and their longest length:
+/// at most 1 MiB kept for good, whatever the input.
+const SOME_MAX: usize = 4096;
+const SOME_LEN: usize = 256;
+
+/// [`intern`] for strings read from data (a disk buffer's attribute names
+/// and values): stored only while the table is small, so that input with
+/// ever new strings cannot grow it without bound. `None`: not stored.
+pub fn intern_some(s: &str) -> Option<&'static str> {
+    if s.len() > SOME_LEN {
+        return None;
+    }
+    intern_up_to(s, SOME_MAX)
+}
+
+fn intern_up_to(s: &str, max: usize) -> Option<&'static str> {
     use std::collections::HashSet;
     use std::sync::{Mutex, OnceLock};
     static TABLE: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
     let table = TABLE.get_or_init(|| Mutex::new(HashSet::new()));
     let mut table = table.lock().unwrap_or_else(|p| p.into_inner());
     match table.get(s) {
-        Some(stored) => stored,
+        Some(stored) => Some(stored),
+        None if table.len() >= max => None,
         None => {
             let leaked: &'static str = Box::leak(s.to_string().into_boxed_str());
             table.insert(leaked);
-            leaked
+            Some(leaked)
         }
     }
 }
