@@ -203,7 +203,7 @@ impl Reader {
             self.slots[slot.min(SLOTS - 1)] = s;
             return Ok(Str::from_static(s));
         }
-        Ok(Str::from_utf8(self.b.slice(start..start + n)).map_err(|e| e.to_string())?)
+        Str::from_utf8(self.b.slice(start..start + n)).map_err(|e| e.to_string())
     }
 
     fn event(&mut self) -> Result<Event, String> {
