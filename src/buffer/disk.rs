@@ -28,7 +28,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use tokio::sync::{Notify, mpsc};
 
 use super::record;
@@ -368,13 +367,19 @@ fn read_record(
     if len > record::MAX_PAYLOAD {
         return Err(format!("{}: a record of {len} bytes at byte {offset}: corrupt", path.display()));
     }
-    let mut payload = BytesMut::zeroed(len);
-    file.read_exact(&mut payload)
-        .map_err(|_| format!("{}: a record torn at byte {offset}", path.display()))?;
+    // Read into spare capacity: no zeroing of what the read overwrites.
+    let mut payload = Vec::with_capacity(len);
+    let got = Read::by_ref(file)
+        .take(len as u64)
+        .read_to_end(&mut payload)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if got < len {
+        return Err(format!("{}: a record torn at byte {offset}", path.display()));
+    }
     if !record::intact(&payload, crc) {
         return Err(format!("{}: a record that fails its checksum at byte {offset}", path.display()));
     }
-    let events = record::decode(payload.freeze())
+    let events = record::decode(bytes::Bytes::from(payload))
         .map_err(|e| format!("{}: a record that does not decode at byte {offset}: {e}", path.display()))?;
     Ok(Some((events, (record::HEADER + len) as u64)))
 }
