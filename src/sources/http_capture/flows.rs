@@ -27,6 +27,11 @@ pub const ACK: u8 = 0x10;
 /// A flow without packets this long (microseconds) is forgotten.
 const IDLE: i64 = 120_000_000;
 
+/// The most requests a connection may have waiting for responses: past it
+/// (responses that are never captured) the oldest is reported as
+/// unanswered and forgotten, so that memory stays bounded.
+const MAX_PENDING: usize = 128;
+
 /// A captured TCP segment.
 #[derive(Debug, Clone, Copy)]
 pub struct Segment<'a> {
@@ -452,10 +457,22 @@ impl Exchange {
             self.up.lost = false;
             self.up.parser.reset();
         }
-        let Exchange { up, down, requests, starts, request_body, .. } = self;
-        let rec = cx.rec;
+        let Exchange { up, down, requests, starts, request_body, client, server, .. } = self;
+        let (rec, out) = (cx.rec, &mut *cx.out);
         let err = up.feed(bytes, seq, time, &mut |_, item, span, at, time| match item {
             Item::Head(head) => {
+                if requests.len() >= MAX_PENDING {
+                    starts.pop_front();
+                    down.parser.expect.pop_front();
+                    if let Some(old) = requests.pop_front()
+                        && !old.reported
+                    {
+                        let mut data =
+                            rec.transaction(&old, None, Some("no response"), *client, *server, time);
+                        data.push(Str::from_static("gap"), Value::Bool(old.gap));
+                        out.push(data);
+                    }
+                }
                 let expect = Expect {
                     head_request: head.method.eq_ignore_ascii_case("HEAD"),
                     connect: head.method.eq_ignore_ascii_case("CONNECT"),
@@ -811,6 +828,16 @@ mod tests {
         assert_eq!(w.taken(), ["GET /never - gap=false no response"]);
         w.server_seg(0, OK, true); // late: reported already
         assert!(w.taken().is_empty());
+    }
+
+    #[test]
+    fn requests_waiting_for_responses_are_bounded() {
+        let mut w = Wire::new(1 << 16);
+        for _ in 0..MAX_PENDING + 2 {
+            w.client_seg(0, b"GET /a HTTP/1.1\r\n\r\n", true);
+        }
+        assert_eq!(w.taken(), ["GET /a - gap=false no response"; 2]);
+        assert_eq!(w.flows.flows.values().next().unwrap().ex.requests.len(), MAX_PENDING);
     }
 
     #[test]
