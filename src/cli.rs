@@ -198,6 +198,32 @@ fn validate(path: &Path, connect: bool) -> ExitCode {
     match check(path) {
         Ok((config, topology, warnings)) => {
             print_diagnostics(path, &warnings);
+            // What earlier runs left in data_dir: checkpoints and disk
+            // buffers the agent will read.
+            let mut state = crate::sources::file::checkpoint_problems(&config.data_dir);
+            for (id, dir) in topology.disk_buffers(&config.data_dir) {
+                match crate::buffer::disk::inspect(&dir) {
+                    Ok(r) => {
+                        for d in r.damage {
+                            eprintln!(
+                                "warning: sink `{id}`: disk buffer {} damaged from byte {} ({}): the agent will skip it and count the loss; `hostwatch buffer repair` cuts it",
+                                d.path.display(),
+                                d.offset,
+                                d.error
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        state.push(format!("sink `{id}`: cannot read the disk buffer {}: {e}", dir.display()))
+                    }
+                }
+            }
+            if !state.is_empty() {
+                for p in &state {
+                    eprintln!("error: {p}");
+                }
+                return ExitCode::from(EXIT_CONFIG);
+            }
             println!(
                 "{}: valid ({} sources, {} transforms, {} sinks)",
                 path.display(),

@@ -155,6 +155,10 @@ async fn a_damaged_segment_costs_its_records_not_the_agent() {
     assert_eq!(inspect.status.code(), Some(1), "{report}");
     assert_eq!(report.matches("DAMAGED").count(), 2, "{report}");
     assert!(report.contains(first.file_name().unwrap().to_str().unwrap()), "{report}");
+    // `validate` warns about it (the agent copes), and is still 0.
+    let (code, stderr) = common::validate_file(&config_file);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stderr.matches("damaged from byte").count(), 2, "{stderr}");
 
     receiver.set_mode(Mode::Accept);
     let mut agent = Agent::start(&text);
@@ -333,4 +337,23 @@ async fn a_sink_down_for_a_minute_costs_disk_not_memory() {
     );
     assert!(waiting > 100_000.0, "only {waiting} events waited: the outage did not hold them");
     assert!(peak as f64 <= before as f64 * 1.2, "RSS grew from {before} KiB to {peak} KiB during the outage");
+}
+
+#[test]
+fn validate_refuses_checkpoints_it_cannot_read() {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(data.path().join("checkpoints")).unwrap();
+    std::fs::write(data.path().join("checkpoints/logs.json"), "{\"files\": [tru").unwrap();
+    let config = data.path().join("agent.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir: {}\nsources:\n  logs: {{type: file, include: [/tmp/none/*.log]}}\nsinks:\n  out: {{type: console, inputs: [logs]}}\n",
+            data.path().display()
+        ),
+    )
+    .unwrap();
+    let (code, stderr) = common::validate_file(&config);
+    assert_eq!(code, 78, "{stderr}");
+    assert!(stderr.contains("checkpoints") && stderr.contains("damaged"), "{stderr}");
 }

@@ -54,6 +54,15 @@ pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// Whether a checkpoints file can be read (for `validate`; changes nothing).
+pub fn readable(path: &Path) -> Result<(), String> {
+    let text =
+        std::fs::read(path).map_err(|e| format!("cannot read the checkpoints {}: {e}", path.display()))?;
+    serde_json::from_slice::<Stored>(&text)
+        .map(|_| ())
+        .map_err(|e| format!("the checkpoints {} are damaged ({e}); the agent will set them aside and read its files from where `start_at` says", path.display()))
+}
+
 /// Reads the checkpoints of a source. A file that cannot be read as
 /// checkpoints is set aside (renamed `.corrupt`) and reported, so that the
 /// agent starts instead of failing in a loop.

@@ -7,6 +7,16 @@
 //! line starts in the file), `subject` the path.
 
 mod checkpoint;
+
+/// Problems with the checkpoints saved under `data_dir` (for `validate`).
+pub fn checkpoint_problems(data_dir: &std::path::Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("checkpoints")) else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .filter_map(|p| checkpoint::readable(&p).err())
+        .collect()
+}
 mod discovery;
 mod lines;
 mod multiline;
