@@ -126,16 +126,25 @@ fn print_diagnostics(path: &Path, diagnostics: &[Diagnostic]) {
 
 /// Loads a config and builds its pipeline, listing every problem.
 fn check(path: &Path) -> Result<(Config, pipeline::Topology, Vec<Diagnostic>), ExitCode> {
+    load_and_build(path).map_err(|problems| {
+        for p in &problems {
+            eprintln!("{p}");
+        }
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+/// Loads a config and builds its pipeline; every problem (errors first) as
+/// a line with file, line and column, if any is an error.
+fn load_and_build(path: &Path) -> Result<(Config, pipeline::Topology, Vec<Diagnostic>), Vec<String>> {
     let (config, warnings) = match config::load(path) {
         Ok(x) => x,
         Err(e) => {
-            print_diagnostics(&e.path, &e.diagnostics);
-            eprintln!(
-                "{}: {} error(s); nothing was started",
-                path.display(),
-                e.diagnostics.iter().filter(|d| d.severity == config::Severity::Error).count()
-            );
-            return Err(ExitCode::from(EXIT_CONFIG));
+            let mut lines: Vec<String> =
+                e.diagnostics.iter().map(|d| d.display(&e.path).to_string()).collect();
+            let errors = e.diagnostics.iter().filter(|d| d.severity == config::Severity::Error).count();
+            lines.push(format!("{}: {errors} error(s); nothing was started", path.display()));
+            return Err(lines);
         }
     };
     let mut problems = warnings.clone();
@@ -162,8 +171,7 @@ fn check(path: &Path) -> Result<(Config, pipeline::Topology, Vec<Diagnostic>), E
         }
         _ => {
             problems.sort_by_key(|d| (d.severity != config::Severity::Error, d.pos));
-            print_diagnostics(path, &problems);
-            Err(ExitCode::from(EXIT_CONFIG))
+            Err(problems.iter().map(|d| d.display(path).to_string()).collect())
         }
     }
 }
@@ -411,13 +419,18 @@ async fn reload(
 ) -> Result<(), String> {
     let path = config.path.clone();
     tracing::info!(config = %path.display(), "reloading the config");
-    let (new, topology) = match check_for_reload(&path) {
-        Ok(x) => x,
-        Err(errors) => {
-            for e in &errors {
-                tracing::error!("{e}");
+    let (new, topology) = match load_and_build(&path) {
+        Ok((new, topology, warnings)) => {
+            for w in &warnings {
+                tracing::warn!("{}", w.display(&path));
             }
-            tracing::error!(errors = errors.len(), "the new config is refused; the running pipeline goes on");
+            (new, topology)
+        }
+        Err(problems) => {
+            for p in &problems {
+                tracing::error!("{p}");
+            }
+            tracing::error!("the new config is refused; the running pipeline goes on");
             return Ok(());
         }
     };
@@ -445,30 +458,4 @@ async fn reload(
     );
     *config = new;
     Ok(())
-}
-
-/// `check` for a running agent: the problems as log lines, not on stderr.
-fn check_for_reload(path: &Path) -> Result<(Config, pipeline::Topology), Vec<String>> {
-    let (config, warnings) = config::load(path)
-        .map_err(|e| e.diagnostics.iter().map(|d| d.display(&e.path).to_string()).collect::<Vec<_>>())?;
-    for w in &warnings {
-        tracing::warn!("{}", w.display(path));
-    }
-    let mut errors = Vec::new();
-    if let Err(e) = writable(&config.data_dir) {
-        errors.push(e);
-    }
-    match pipeline::build(&config) {
-        Ok(t) if errors.is_empty() => Ok((config, t)),
-        Ok(_) => Err(errors),
-        Err(diags) => {
-            errors.extend(
-                diags
-                    .iter()
-                    .filter(|d| d.severity == config::Severity::Error)
-                    .map(|d| d.display(path).to_string()),
-            );
-            Err(errors)
-        }
-    }
 }

@@ -135,11 +135,18 @@ impl Flows {
         let mut idle = Vec::new();
         for (key, flow) in self.flows.iter_mut() {
             let ex = &mut flow.ex;
-            for i in 0..ex.requests.len() {
-                let r = &ex.requests[i];
+            for (_, r) in ex.requests.iter_mut() {
                 if r.done && !r.reported && now - r.started >= timeout {
-                    out.push(ex.lost(&self.rec, r, "no response", now));
-                    ex.requests[i].reported = true;
+                    r.reported = true;
+                    out.push(report(
+                        &self.rec,
+                        (ex.client, ex.server),
+                        r,
+                        None,
+                        Some("no response"),
+                        now,
+                        r.gap,
+                    ));
                 }
             }
             if now - ex.last >= IDLE {
@@ -203,13 +210,12 @@ struct Exchange {
     server: SocketAddr,
     up: Half,
     down: Half,
-    /// Requests in the order sent, until their response ends.
-    requests: VecDeque<Request>,
-    /// The first byte of each request in the client's stream.
-    starts: VecDeque<u32>,
-    /// The response being received; `None` in `paired` if it answers a
-    /// request that was not captured.
+    /// Requests in the order sent, until their response ends, each with
+    /// the sequence number of its first byte in the client's stream.
+    requests: VecDeque<(u32, Request)>,
+    /// The head of the response being received.
     response: Option<Head>,
+    /// Whether that response answers a captured request (the oldest one).
     paired: bool,
     response_gap: bool,
     request_body: Option<Captured>,
@@ -254,12 +260,12 @@ impl Half {
         time: i64,
         on: &mut impl FnMut(&mut Parser, Item, &[u8], u32, i64),
     ) -> Option<String> {
-        let (consumed, err) = if self.buf.is_empty() {
+        let err = if self.buf.is_empty() {
             let (n, err) = parse(&mut self.parser, bytes, seq, time, on);
             self.buf.extend_from_slice(&bytes[n..]);
             self.buf_seq = seq.wrapping_add(n as u32);
             self.buf_time = time;
-            (n, err)
+            err
         } else {
             self.buf.extend_from_slice(bytes);
             let buf = std::mem::take(&mut self.buf);
@@ -270,9 +276,8 @@ impl Half {
             if n > 0 {
                 self.buf_time = time;
             }
-            (n, err)
+            err
         };
-        let _ = consumed;
         if err.is_some() {
             self.buf.clear();
             self.lost = true;
@@ -317,7 +322,6 @@ impl Flow {
                 up: Half::new(Side::Request),
                 down: Half::new(Side::Response),
                 requests: VecDeque::new(),
-                starts: VecDeque::new(),
                 response: None,
                 paired: false,
                 response_gap: false,
@@ -381,9 +385,17 @@ impl Flow {
         let ex = &mut self.ex;
         ex.end_of_responses(&mut cx);
         let now = ex.last;
-        for r in std::mem::take(&mut ex.requests) {
+        for (_, r) in std::mem::take(&mut ex.requests) {
             if !r.reported && r.done {
-                cx.out.push(ex.lost(cx.rec, &r, "no response", now));
+                cx.out.push(report(
+                    cx.rec,
+                    (ex.client, ex.server),
+                    &r,
+                    None,
+                    Some("no response"),
+                    now,
+                    r.gap,
+                ));
             }
         }
     }
@@ -416,15 +428,15 @@ impl Exchange {
     }
 
     fn request_gap(&mut self, n: u64) {
-        let in_body = self.requests.back().is_some_and(|r| !r.done);
+        let sending = self.requests.back_mut().map(|(_, r)| r).filter(|r| !r.done);
         if self.up.gap(n) {
-            if let Some(r) = self.requests.back_mut().filter(|_| in_body) {
+            if let Some(r) = sending {
                 r.gap = true;
             }
             return;
         }
         // The request being sent, if any, ends here as far as we know.
-        if let Some(r) = self.requests.back_mut().filter(|r| !r.done) {
+        if let Some(r) = sending {
             r.gap = true;
             r.done = true;
             r.body = self.request_body.take();
@@ -439,7 +451,7 @@ impl Exchange {
         // The response being received is lost: its request reports a gap.
         if self.response.take().is_some()
             && self.paired
-            && let Some(r) = self.requests.front_mut()
+            && let Some((_, r)) = self.requests.front_mut()
         {
             r.gap = true;
         }
@@ -457,38 +469,40 @@ impl Exchange {
             self.up.lost = false;
             self.up.parser.reset();
         }
-        let Exchange { up, down, requests, starts, request_body, client, server, .. } = self;
+        let Exchange { up, down, requests, request_body, client, server, .. } = self;
         let (rec, out) = (cx.rec, &mut *cx.out);
         let err = up.feed(bytes, seq, time, &mut |_, item, span, at, time| match item {
             Item::Head(head) => {
                 if requests.len() >= MAX_PENDING {
-                    starts.pop_front();
                     down.parser.expect.pop_front();
-                    if let Some(old) = requests.pop_front()
+                    if let Some((_, old)) = requests.pop_front()
                         && !old.reported
                     {
-                        let mut data =
-                            rec.transaction(&old, None, Some("no response"), *client, *server, time);
-                        data.push(Str::from_static("gap"), Value::Bool(old.gap));
-                        out.push(data);
+                        out.push(report(
+                            rec,
+                            (*client, *server),
+                            &old,
+                            None,
+                            Some("no response"),
+                            time,
+                            old.gap,
+                        ));
                     }
                 }
-                let expect = Expect {
-                    head_request: head.method.eq_ignore_ascii_case("HEAD"),
-                    connect: head.method.eq_ignore_ascii_case("CONNECT"),
-                };
-                down.parser.expect.push_back(expect);
+                down.parser.expect.push_back(Expect::of(&head));
                 *request_body = rec.capture(&head);
-                starts.push_back(at);
-                requests.push_back(Request {
-                    head,
-                    started: time,
-                    body_bytes: 0,
-                    done: false,
-                    reported: false,
-                    gap: false,
-                    body: None,
-                });
+                requests.push_back((
+                    at,
+                    Request {
+                        head,
+                        started: time,
+                        body_bytes: 0,
+                        done: false,
+                        reported: false,
+                        gap: false,
+                        body: None,
+                    },
+                ));
             }
             Item::Body => {
                 if let Some(b) = request_body.as_mut() {
@@ -496,7 +510,7 @@ impl Exchange {
                 }
             }
             Item::End { body_bytes } => {
-                if let Some(r) = requests.back_mut().filter(|r| !r.done) {
+                if let Some((_, r)) = requests.back_mut().filter(|(_, r)| !r.done) {
                     r.body_bytes = body_bytes;
                     r.done = true;
                     r.body = request_body.take();
@@ -519,9 +533,7 @@ impl Exchange {
             self.resync(ack, time, cx);
         }
         let mut done: Vec<(Head, u64, Option<Captured>, bool, i64)> = Vec::new();
-        let Exchange {
-            down, requests, starts, response, paired, response_gap, response_body, upgraded, ..
-        } = self;
+        let Exchange { down, requests, response, paired, response_gap, response_body, upgraded, .. } = self;
         let rec = cx.rec;
         let err = down.feed(bytes, seq, time, &mut |parser, item, span, _, time| match item {
             Item::Head(head) => {
@@ -530,7 +542,7 @@ impl Exchange {
                 }
                 // A response cannot answer a request the server had not
                 // received when it sent it: that one was lost in capture.
-                *paired = starts.front().is_some_and(|&start| !at_or_after(start, ack));
+                *paired = requests.front().is_some_and(|(start, _)| !at_or_after(*start, ack));
                 *response_gap = false;
                 *response_body = rec.capture(&head);
                 if head.status == 101 || parser.upgraded() {
@@ -553,7 +565,6 @@ impl Exchange {
                 }
             }
         });
-        let _ = requests;
         for (head, body_bytes, body, paired, time) in done {
             self.complete(&head, body_bytes, body.as_ref(), paired, time, cx);
         }
@@ -567,34 +578,18 @@ impl Exchange {
     /// sent one at a time, it answers the newest of them, and the older
     /// ones were answered in what was lost.
     fn resync(&mut self, ack: u32, time: i64, cx: &mut Cx) {
-        let received = self.starts.iter().filter(|&&s| !at_or_after(s, ack)).count();
+        let received = self.requests.iter().filter(|(s, _)| !at_or_after(*s, ack)).count();
         for _ in 0..received.saturating_sub(1) {
-            self.starts.pop_front();
-            if let Some(r) = self.requests.pop_front()
+            if let Some((_, r)) = self.requests.pop_front()
                 && !r.reported
             {
-                let mut data = cx.rec.transaction(
-                    &r,
-                    None,
-                    Some("response not captured"),
-                    self.client,
-                    self.server,
-                    time,
-                );
-                data.push(Str::from_static("gap"), Value::Bool(true));
-                cx.out.push(data);
+                let error = Some("response not captured");
+                cx.out.push(report(cx.rec, (self.client, self.server), &r, None, error, time, true));
             }
         }
         self.down.lost = false;
         self.down.parser.reset();
-        self.down.parser.expect = self
-            .requests
-            .iter()
-            .map(|r| Expect {
-                head_request: r.head.method.eq_ignore_ascii_case("HEAD"),
-                connect: r.head.method.eq_ignore_ascii_case("CONNECT"),
-            })
-            .collect();
+        self.down.parser.expect = self.requests.iter().map(|(_, r)| Expect::of(&r.head)).collect();
         self.response = None;
         self.response_body = None;
     }
@@ -614,15 +609,12 @@ impl Exchange {
         if !paired {
             return;
         }
-        self.starts.pop_front();
-        let Some(req) = self.requests.pop_front() else { return };
+        let Some((_, req)) = self.requests.pop_front() else { return };
         if req.reported {
             return;
         }
-        let mut data =
-            cx.rec.transaction(&req, Some((head, body_bytes, body)), None, self.client, self.server, time);
-        data.push(Str::from_static("gap"), Value::Bool(gap || req.gap));
-        cx.out.push(data);
+        let res = Some((head, body_bytes, body));
+        cx.out.push(report(cx.rec, (self.client, self.server), &req, res, None, time, gap || req.gap));
     }
 
     /// The server closed its side.
@@ -635,13 +627,22 @@ impl Exchange {
             self.complete(&head, body_bytes, body.as_ref(), paired, self.last, cx);
         }
     }
+}
 
-    /// A report for a request that got no (captured) response.
-    fn lost(&self, rec: &Recording, r: &Request, error: &str, now: i64) -> Map {
-        let mut data = rec.transaction(r, None, Some(error), self.client, self.server, now);
-        data.push(Str::from_static("gap"), Value::Bool(r.gap));
-        data
-    }
+/// The `http.transaction` of a sniffed request (with `gap`: whether part of
+/// the exchange was not captured).
+fn report(
+    rec: &Recording,
+    (client, server): (SocketAddr, SocketAddr),
+    req: &Request,
+    res: Option<(&Head, u64, Option<&Captured>)>,
+    error: Option<&str>,
+    time: i64,
+    gap: bool,
+) -> Map {
+    let mut data = rec.transaction(req, res, error, client, server, time);
+    data.push(Str::from_static("gap"), Value::Bool(gap));
+    data
 }
 
 #[cfg(test)]

@@ -71,6 +71,16 @@ pub struct Expect {
     pub connect: bool,
 }
 
+impl Expect {
+    /// What a response to this request head must know.
+    pub fn of(request: &Head) -> Self {
+        Expect {
+            head_request: request.method.eq_ignore_ascii_case("HEAD"),
+            connect: request.method.eq_ignore_ascii_case("CONNECT"),
+        }
+    }
+}
+
 pub struct Parser {
     side: Side,
     state: State,
@@ -226,10 +236,10 @@ impl Parser {
             None => None,
         };
         match self.side {
+            // What the response side must know of this request is the
+            // caller's to pass on (`Expect::of`): a request parser keeps no
+            // queue that would grow with every request of a connection.
             Side::Request => {
-                let connect = head.method.eq_ignore_ascii_case("CONNECT");
-                self.expect
-                    .push_back(Expect { head_request: head.method.eq_ignore_ascii_case("HEAD"), connect });
                 Ok(if chunked { State::Chunked(Chunk::Size) } else { State::Length(length.unwrap_or(0)) })
             }
             Side::Response => {

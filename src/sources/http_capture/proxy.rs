@@ -121,12 +121,8 @@ async fn requests(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, conn: Arc<Con
                             out.extend_from_slice(forwarded.as_bytes());
                             out.extend_from_slice(b"\r\n");
                             body = conn.rec.capture(&head);
-                            let expect = Expect {
-                                head_request: head.method.eq_ignore_ascii_case("HEAD"),
-                                connect: head.method.eq_ignore_ascii_case("CONNECT"),
-                            };
                             let mut s = conn.lock();
-                            s.expects.push_back(expect);
+                            s.expects.push_back(Expect::of(&head));
                             s.requests.push_back(Request {
                                 head,
                                 started: read_at,
