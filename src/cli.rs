@@ -382,8 +382,8 @@ async fn run_agent(config: Config, topology: pipeline::Topology) -> Result<(), S
         tokio::select! {
             _ = sigterm.recv() => break false,
             _ = sigint.recv() => break false,
-            _ = sighup.recv() => reload(&mut config, &mut running, &host, &registry).await?,
-            Some(()) = reload_rx.recv() => reload(&mut config, &mut running, &host, &registry).await?,
+            _ = sighup.recv() => reload(&mut config, &mut running, &registry).await?,
+            Some(()) = reload_rx.recv() => reload(&mut config, &mut running, &registry).await?,
             _ = running.finished() => break true,
         }
     };
@@ -407,14 +407,11 @@ use crate::api;
 
 /// Reads the config again. A config that does not validate is refused (its
 /// errors logged) and the running pipeline goes on. A valid one replaces
-/// it: the running pipeline stops the way it does at shutdown (sources stop,
-/// what is in flight is delivered and acknowledged, checkpoints are saved),
-/// then the new one starts from those checkpoints, so that nothing is lost
-/// or read twice.
+/// the components that changed (see [`pipeline::Running::reload`]); the
+/// others run on.
 async fn reload(
     config: &mut Config,
     running: &mut pipeline::Running,
-    host: &Str,
     registry: &Arc<Registry>,
 ) -> Result<(), String> {
     let path = config.path.clone();
@@ -441,19 +438,21 @@ async fn reload(
     if new.api.as_ref().map(|a| a.address) != config.api.as_ref().map(|a| a.address) {
         tracing::warn!("`api` changed: the API keeps its address until a restart");
     }
-    if !running.shutdown(*config.shutdown_timeout).await {
-        tracing::warn!("not everything in flight was delivered before the reload; sources read it again");
+    if new.log.level != config.log.level || new.log.format != config.log.format {
+        tracing::warn!("`log` changed: the agent's own logging keeps its settings until a restart");
     }
+    let host = Str::interned(&pipeline::hostname(&new));
+    let rebuilt = running.reload(topology, &new.data_dir, &host, &new.hash, *config.shutdown_timeout).await?;
     let ids: Vec<&str> = (new.sources.iter().map(|c| c.id.as_str()))
         .chain(new.transforms.iter().map(|c| c.id.as_str()))
         .chain(new.sinks.iter().map(|c| c.id.as_str()))
         .collect();
     registry.keep_only(&ids);
-    *running = pipeline::start(topology, &new.data_dir, host, &new.hash, registry.clone()).await?;
     tracing::info!(
         sources = new.sources.len(),
         transforms = new.transforms.len(),
         sinks = new.sinks.len(),
+        rebuilt = %rebuilt.join(", "),
         "reloaded"
     );
     *config = new;

@@ -292,7 +292,9 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 /// The receiver down for 60 s under a steady load: the events wait on disk,
-/// memory stays where it was, and everything arrives afterwards.
+/// memory stays where it was, and everything arrives afterwards, in the
+/// order of the file (with one request in flight at a time, which is what
+/// keeps order across retries).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sink_down_for_a_minute_costs_disk_not_memory() {
     const RATE: f64 = 5_000.0;
@@ -302,7 +304,9 @@ async fn a_sink_down_for_a_minute_costs_disk_not_memory() {
     let dir = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
     let api = free_port();
-    let mut agent = Agent::start(&config(dir.path(), data.path(), &receiver, api, "1GiB"));
+    let config = config(dir.path(), data.path(), &receiver, api, "1GiB")
+        .replace("retry_max_backoff: 200ms}", "retry_max_backoff: 200ms, concurrency: 1}");
+    let mut agent = Agent::start(&config);
     agent.wait_ready(api);
     let pid = agent.child.id();
     let writer = LogWriter { rate: RATE, ..LogWriter::new(&dir.path().join("app.log")) };
@@ -328,6 +332,7 @@ async fn a_sink_down_for_a_minute_costs_disk_not_memory() {
     receiver.wait_for_unique(LINES, Duration::from_secs(60)).await;
     let (missing, _, beyond) = receiver.seq_report(LINES);
     assert!(missing.is_empty() && beyond == 0, "{} lost", missing.len());
+    assert_eq!(receiver.out_of_order(), 0, "lines arrived out of the file's order");
     eprintln!(
         "RSS before the outage {before} KiB, peak during it {peak} KiB; {waiting} events waited on disk"
     );

@@ -58,6 +58,10 @@ pub struct Component<T> {
     pub pos: Pos,
     /// Ids of the components it reads from; empty for sources.
     pub inputs: Vec<Spanned<String>>,
+    /// A hash of everything written for it (type, inputs, settings, after
+    /// `${VAR}` interpolation) but not of where: a reload rebuilds only the
+    /// components whose fingerprint changed.
+    pub fingerprint: u64,
     pub config: T,
 }
 
@@ -401,7 +405,13 @@ fn components<T>(
                 if let Some(node) = graph.last_mut() {
                     node.outputs = Some(outputs(&config));
                 }
-                out.push(Component { id: id.to_string(), ty, pos: key.pos, inputs, config })
+                let fingerprint = {
+                    use std::hash::Hasher as _;
+                    let mut h = std::hash::DefaultHasher::new();
+                    value.hash_content(&mut h);
+                    h.finish()
+                };
+                out.push(Component { id: id.to_string(), ty, pos: key.pos, inputs, fingerprint, config })
             }
             Ok(None) => diags.push(Diagnostic::error(
                 Some(ty_pos),
@@ -688,5 +698,17 @@ mod tests {
     fn unknown_type_is_named() {
         let errs = errors("sources:\n  x:\n    type: flie\n");
         assert!(errs[0].contains("sources.x.type: unknown source type `flie`"), "{errs:?}");
+    }
+
+    #[test]
+    fn fingerprints_follow_settings_not_positions() {
+        let a = format!("{GEN}sinks:\n  out:\n    type: console\n    inputs: [gen]\n");
+        // The same settings, moved and written differently.
+        let b = format!("\n\n{GEN}sinks:\n  out: {{type: console, inputs: [gen]}}\n");
+        let c = format!("{GEN}sinks:\n  out:\n    type: console\n    inputs: [gen]\n    encoding: text\n");
+        let print = |t: &str| check(t).unwrap().0.sinks[0].fingerprint;
+        assert_eq!(print(&a), print(&b));
+        assert_ne!(print(&a), print(&c));
+        assert_eq!(check(&a).unwrap().0.sources[0].fingerprint, check(&c).unwrap().0.sources[0].fingerprint);
     }
 }

@@ -64,6 +64,26 @@ impl Node {
         }
     }
 
+    /// Feeds what the node says, not where it is written, to `h`: two
+    /// nodes hash alike when they mean the same whatever their positions.
+    pub fn hash_content(&self, h: &mut impl std::hash::Hasher) {
+        use std::hash::Hash as _;
+        match &self.kind {
+            Kind::Scalar { text, plain } => (0u8, text, plain).hash(h),
+            Kind::Seq(items) => {
+                (1u8, items.len()).hash(h);
+                items.iter().for_each(|i| i.hash_content(h));
+            }
+            Kind::Map(entries) => {
+                (2u8, entries.len()).hash(h);
+                for (k, v) in entries {
+                    k.hash_content(h);
+                    v.hash_content(h);
+                }
+            }
+        }
+    }
+
     /// Removes and returns the entry with a scalar key `key` of a mapping.
     pub fn take(&mut self, key: &str) -> Option<(Node, Node)> {
         let Kind::Map(entries) = &mut self.kind else { return None };

@@ -43,6 +43,9 @@ struct State {
     bytes: usize,
     senders: usize,
     receiver_alive: bool,
+    /// Closed by its owner ([`Handle::close`]): senders get [`Closed`], the
+    /// receiver ends once what was queued or reserved is through.
+    closed: bool,
 }
 
 struct Shared {
@@ -80,6 +83,7 @@ pub fn channel(limits: Limits, metrics: Option<Arc<ComponentMetrics>>) -> (Sende
             bytes: 0,
             senders: 1,
             receiver_alive: true,
+            closed: false,
         }),
         limits,
         readable: Notify::new(),
@@ -117,6 +121,33 @@ impl Drop for Sender {
     }
 }
 
+/// The pipeline's own hold on a channel, which does not keep it open: it
+/// makes senders for new upstreams and closes the channel for a component
+/// that a reload replaces, whichever upstreams still hold senders.
+#[derive(Clone)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Handle {
+    /// A new sender, or `None` once the channel is closed.
+    pub fn sender(&self) -> Option<Sender> {
+        let mut st = self.shared.lock();
+        if st.closed || !st.receiver_alive {
+            return None;
+        }
+        st.senders += 1;
+        Some(Sender { shared: self.shared.clone() })
+    }
+
+    /// Closes the channel for writing.
+    pub fn close(&self) {
+        self.shared.lock().closed = true;
+        self.shared.readable.notify_one();
+        self.shared.writable.notify_waiters();
+    }
+}
+
 /// Room reserved in a channel for one batch.
 pub struct Permit {
     shared: Arc<Shared>,
@@ -127,6 +158,10 @@ pub struct Permit {
 }
 
 impl Sender {
+    pub fn handle(&self) -> Handle {
+        Handle { shared: self.shared.clone() }
+    }
+
     /// Reserves room for `events` events of `bytes` bytes, waiting while the
     /// channel is full (or not, with `when_full: drop_newest`). A batch larger
     /// than the whole channel is let in when the channel is empty.
@@ -138,7 +173,7 @@ impl Sender {
             notified.as_mut().enable();
             {
                 let mut st = self.shared.lock();
-                if !st.receiver_alive {
+                if !st.receiver_alive || st.closed {
                     return Err(Closed);
                 }
                 let fits = st.events + events <= limits.max_events && st.bytes + bytes <= limits.max_bytes;
@@ -199,6 +234,8 @@ impl Drop for Permit {
                 st.bytes -= self.bytes;
             }
             self.shared.writable.notify_waiters();
+            // A closed channel's receiver waits for reservations to end.
+            self.shared.readable.notify_one();
         }
     }
 }
@@ -208,7 +245,8 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// The next batch, or `None` once every sender is gone and the queue is empty.
+    /// The next batch, or `None` once the queue is empty and every sender is
+    /// gone, or the channel is closed and no room is reserved any more.
     pub async fn recv(&mut self) -> Option<EventBatch> {
         loop {
             let notified = self.shared.readable.notified();
@@ -224,7 +262,7 @@ impl Receiver {
                     self.shared.writable.notify_waiters();
                     return Some(batch);
                 }
-                if st.senders == 0 {
+                if st.senders == 0 || (st.closed && st.events == 0) {
                     return None;
                 }
             }
@@ -316,6 +354,34 @@ mod tests {
         drop(p);
         let p = tokio::time::timeout(Duration::from_millis(100), tx.reserve(10, 0)).await;
         assert!(p.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_closed_channel_ends_after_what_was_queued_or_reserved() {
+        let (tx, mut rx) = channel(limits(10, WhenFull::Block), None);
+        let handle = tx.handle();
+        tx.send(batch(2)).await.unwrap();
+        let permit = tx.reserve(3, 0).await.unwrap();
+        handle.close();
+        assert_eq!(tx.send(batch(1)).await, Err(Closed));
+        assert!(handle.sender().is_none());
+        assert_eq!(rx.recv().await.unwrap().len(), 2);
+        permit.send(batch(3));
+        assert_eq!(rx.recv().await.unwrap().len(), 3);
+        // The sender is still there, yet the receiver ends.
+        assert!(rx.recv().await.is_none());
+        drop(tx);
+    }
+
+    #[tokio::test]
+    async fn a_handle_makes_senders_that_keep_the_channel_open() {
+        let (tx, mut rx) = channel(limits(10, WhenFull::Block), None);
+        let extra = tx.handle().sender().unwrap();
+        drop(tx);
+        extra.send(batch(1)).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap().len(), 1);
+        drop(extra);
+        assert!(rx.recv().await.is_none());
     }
 
     #[tokio::test]

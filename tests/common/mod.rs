@@ -206,6 +206,10 @@ struct Shared {
     keep: AtomicBool,
     /// How often each `seq=N` arrived.
     seqs: Mutex<Vec<u8>>,
+    /// The highest `seq=N` so far, and how many arrived for the first time
+    /// after a higher one (out of order).
+    highest: AtomicU64,
+    out_of_order: AtomicU64,
     requests: AtomicU64,
     requests_events: AtomicU64,
     failed: AtomicU64,
@@ -274,6 +278,8 @@ impl Receiver {
             events: Mutex::new(Vec::new()),
             keep: AtomicBool::new(true),
             seqs: Mutex::new(Vec::new()),
+            highest: AtomicU64::new(0),
+            out_of_order: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             requests_events: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -390,6 +396,11 @@ impl Receiver {
     /// How often each sequence number arrived.
     pub fn seq_counts(&self) -> Vec<u8> {
         self.shared.seqs.lock().unwrap().clone()
+    }
+
+    /// How many sequence numbers arrived for the first time after a higher one.
+    pub fn out_of_order(&self) -> u64 {
+        self.shared.out_of_order.load(Ordering::SeqCst)
     }
 
     /// Which of `0..n` are missing, and how many arrived more than once (in all).
@@ -527,6 +538,10 @@ async fn handle(req: Request<hyper::body::Incoming>, shared: &Shared) -> Respons
             if s >= counts.len() {
                 counts.resize(s + 1 + s / 2, 0);
             }
+            if counts[s] == 0 && (s as u64) < shared.highest.load(Ordering::SeqCst) {
+                shared.out_of_order.fetch_add(1, Ordering::SeqCst);
+            }
+            shared.highest.fetch_max(s as u64, Ordering::SeqCst);
             counts[s] = counts[s].saturating_add(1);
         }
     }
