@@ -210,6 +210,9 @@ fn parse_variants(lines: &[&str], rule: Option<&str>) -> Vec<Variant> {
             continue;
         }
         let ident: String = t.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        if ident.is_empty() {
+            continue;
+        }
         let rest = t[ident.len()..].trim();
         let shape = if let Some(inner) = rest.strip_prefix('(') {
             Shape::Newtype(inner.trim_end_matches(',').trim_end_matches(')').trim().to_string())
@@ -231,7 +234,10 @@ fn parse_variants(lines: &[&str], rule: Option<&str>) -> Vec<Variant> {
                 while i < lines.len() && lines[i].trim_start() != lines[i] && !lines[i].starts_with("    }") {
                     i += 1;
                 }
-                Shape::Struct(parse_fields(&lines[start..i], 8))
+                let fields = parse_fields(&lines[start..i], 8);
+                // The closing `},`.
+                i += 1;
+                Shape::Struct(fields)
             }
         } else {
             Shape::Unit
@@ -334,6 +340,28 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
 
 struct Index {
     items: Vec<Item>,
+    /// Each file's text, for its `use` lines.
+    texts: HashMap<PathBuf, String>,
+}
+
+/// The path a file's `use` lines give a name: `use crate::batch::{Mode, ..}`
+/// makes `Mode` `crate::batch::Mode`.
+fn imported(text: &str, name: &str) -> Option<String> {
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("use ") else { continue };
+        let rest = rest.trim_end_matches(';');
+        let (module, names) = match rest.split_once("::{") {
+            Some((m, names)) => (m, names.trim_end_matches('}')),
+            None => match rest.rsplit_once("::") {
+                Some((m, n)) => (m, n),
+                None => continue,
+            },
+        };
+        if names.split(',').any(|n| n.trim() == name) {
+            return Some(format!("{module}::{name}"));
+        }
+    }
+    None
 }
 
 impl Index {
@@ -345,6 +373,13 @@ impl Index {
         let mut parts: Vec<&str> = ty.split("::").filter(|p| *p != "crate" && *p != "self").collect();
         let name = parts.pop()?;
         let named: Vec<&Item> = self.items.iter().filter(|i| i.name == name).collect();
+        if parts == ["super"] {
+            // The parent module: `x/mod.rs` → `mod.rs` above it; `x.rs` → `mod.rs` beside it.
+            let dir = from.parent()?;
+            let dir = if from.ends_with("mod.rs") { dir.parent()? } else { dir };
+            let parent = dir.join("mod.rs");
+            return named.into_iter().find(|i| i.file == parent);
+        }
         if !parts.is_empty() {
             let modules = parts.join("/");
             return named.into_iter().find(|i| {
@@ -354,6 +389,11 @@ impl Index {
         }
         if let Some(i) = named.iter().find(|i| i.file == from) {
             return Some(i);
+        }
+        if let Some(path) = self.texts.get(from).and_then(|t| imported(t, name)) {
+            if let Some(i) = self.resolve(&path, from) {
+                return Some(i);
+            }
         }
         let dir = from.parent()?;
         if let Some(i) = named.iter().find(|i| i.file.parent() == Some(dir)) {
@@ -427,7 +467,7 @@ fn render_type<'a>(index: &'a Index, ty: &str, from: &Path) -> Rendered<'a> {
         return Rendered { text: s.to_string(), nested: None };
     }
     let Some(item) = index.resolve(ty, from) else {
-        return Rendered { text: format!("`{last}`"), nested: None };
+        return Rendered { text: format!("{UNKNOWN_TYPE} `{last}`"), nested: None };
     };
     match &item.body {
         Body::Struct(_) => Rendered { text: "object".to_string(), nested: Some((item, ".")) },
@@ -464,6 +504,8 @@ fn render_type<'a>(index: &'a Index, ty: &str, from: &Path) -> Rendered<'a> {
 
 /// What a field without a `///` doc gets; the reference test looks for it.
 const UNDOCUMENTED: &str = "**undocumented**";
+/// What a type this reader cannot find gets; the reference test looks for it.
+const UNKNOWN_TYPE: &str = "**type not found:**";
 /// What an optional field whose doc does not say `Default: ...` gets.
 const NO_DEFAULT: &str = "**default not documented**";
 
@@ -618,7 +660,7 @@ fn reference(src: &Path) -> Result<String, Error> {
         items.extend(parse_file(f, &text));
         texts.insert(f.clone(), text);
     }
-    let index = Index { items };
+    let index = Index { items, texts };
     let find = |file: &Path, name: &str| -> Result<&Item, Error> {
         index
             .items
@@ -712,7 +754,7 @@ fn reference(src: &Path) -> Result<String, Error> {
         }
         for (name, example) in list {
             let module = module_of(&example);
-            let text = texts.get(&module).ok_or_else(|| format!("no module {}", module.display()))?;
+            let text = index.texts.get(&module).ok_or_else(|| format!("no module {}", module.display()))?;
             let _ = writeln!(out, "### {dir}: `{name}`\n");
             let doc = unlink(&module_doc(text));
             if !doc.is_empty() {
