@@ -390,10 +390,10 @@ impl Index {
         if let Some(i) = named.iter().find(|i| i.file == from) {
             return Some(i);
         }
-        if let Some(path) = self.texts.get(from).and_then(|t| imported(t, name)) {
-            if let Some(i) = self.resolve(&path, from) {
-                return Some(i);
-            }
+        if let Some(path) = self.texts.get(from).and_then(|t| imported(t, name))
+            && let Some(i) = self.resolve(&path, from)
+        {
+            return Some(i);
         }
         let dir = from.parent()?;
         if let Some(i) = named.iter().find(|i| i.file.parent() == Some(dir)) {
