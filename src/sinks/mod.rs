@@ -209,7 +209,7 @@ impl Sink {
     pub async fn healthcheck(&self, timeout: Duration) -> Result<(), String> {
         match self {
             Sink::Console(_) | Sink::File(_) => Ok(()),
-            Sink::Http(s) => s.healthcheck().await,
+            Sink::Http(s) => s.healthcheck(timeout).await,
             Sink::Kafka(s) => s.healthcheck(timeout).await,
             Sink::Amqp(s) => s.healthcheck().await,
             Sink::Nats(s) => s.healthcheck().await,
