@@ -25,9 +25,9 @@ binary=
 uninstall=no
 purge=no
 
+# The comment at the top of this file.
 usage() {
-    sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
-    exit 64
+    sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'
 }
 
 while [ $# -gt 0 ]; do
@@ -40,8 +40,8 @@ while [ $# -gt 0 ]; do
         --destdir=*) destdir=${1#*=}; shift ;;
         --uninstall) uninstall=yes; shift ;;
         --purge) purge=yes; shift ;;
-        -h | --help) usage ;;
-        *) echo "install.sh: unknown option $1" >&2; usage ;;
+        -h | --help) usage; exit 0 ;;
+        *) echo "install.sh: unknown option $1" >&2; usage >&2; exit 64 ;;
     esac
 done
 destdir=${destdir%/}
