@@ -1,4 +1,4 @@
-//! The command line: `run`, `validate`, `example`, `--version`.
+//! The command line: `run`, `validate`, `buffer`, `example`, `reference`, `--version`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, Diagnostic, LogFormat};
 use crate::event::Str;
+use crate::notify;
 use crate::pipeline::{self, metrics::Registry};
 
 /// sysexits(3) EX_CONFIG: the configuration is wrong.
@@ -35,6 +36,11 @@ pub enum Command {
         /// The config file.
         #[arg(long, short, env = "HOSTWATCH_CONFIG", default_value = config::DEFAULT_PATH)]
         config: PathBuf,
+        /// Build the pipeline, check that each sink's destination answers,
+        /// and exit (0, 78 for a bad config, 69 for a sink that does not
+        /// answer) without running: for use before a restart.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Check a config file and its pipeline; exit 0, or 78 after listing every error.
     Validate {
@@ -60,7 +66,15 @@ pub enum Command {
         #[arg(value_name = "TYPE")]
         ty: Option<String>,
     },
+    /// Print the configuration reference (docs/reference.md): every option
+    /// of the agent and of each component type, with its type and default.
+    #[command(hide = true)]
+    Reference,
 }
+
+/// The configuration reference, made by build.rs from the `///` docs of
+/// each component's `Config` and its example.
+pub const REFERENCE: &str = include_str!(concat!(env!("OUT_DIR"), "/reference.md"));
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum BufferAction {
@@ -73,9 +87,15 @@ pub enum BufferAction {
 /// Runs a parsed command line; the returned code is the process's exit code.
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Run { config } => run(&config),
+        // A dry run is what `validate --connect` does.
+        Command::Run { config, dry_run: true } => validate(&config, true),
+        Command::Run { config, dry_run: false } => run(&config),
         Command::Validate { config, connect } => validate(&config, connect),
         Command::Example { ty } => example(ty.as_deref()),
+        Command::Reference => {
+            print!("{REFERENCE}");
+            ExitCode::SUCCESS
+        }
         Command::Buffer { action, config } => buffer(action, &config),
     }
 }
@@ -375,23 +395,24 @@ async fn run_agent(config: Config, topology: pipeline::Topology) -> Result<(), S
         "hostwatch started"
     );
     registry.started.store(true, std::sync::atomic::Ordering::Relaxed);
-    pipeline::notify_systemd("READY=1");
+    notify::ready();
+    let _watchdog = notify::Watchdog::start();
 
     let mut config = config;
     let finished_by_itself = loop {
         tokio::select! {
             _ = sigterm.recv() => break false,
             _ = sigint.recv() => break false,
-            _ = sighup.recv() => reload(&mut config, &mut running, &registry).await?,
-            Some(()) = reload_rx.recv() => reload(&mut config, &mut running, &registry).await?,
+            _ = sighup.recv() => notify::reloading(reload(&mut config, &mut running, &registry)).await?,
+            Some(()) = reload_rx.recv() => notify::reloading(reload(&mut config, &mut running, &registry)).await?,
             _ = running.finished() => break true,
         }
     };
+    notify::stopping();
     if finished_by_itself {
         tracing::info!("every source has finished and everything was delivered; stopping");
     } else {
         tracing::info!(timeout = %config.shutdown_timeout, "stopping: draining events in flight");
-        pipeline::notify_systemd("STOPPING=1");
         if running.shutdown(*config.shutdown_timeout).await {
             tracing::info!("everything in flight was delivered");
         }

@@ -13,6 +13,7 @@
 //! - [`retry`]: request settings, backoff and the outcome of a send.
 //! - [`template`]: destinations that depend on the event (`{type}`, `%Y-%m-%d`).
 //! - [`api`]: `/health` and `/metrics`.
+//! - [`notify`]: systemd notifications (ready, reloading, stopping) and the watchdog.
 
 pub mod api;
 pub mod batch;
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod event;
 pub mod expr;
+pub mod notify;
 pub mod pipeline;
 pub mod retry;
 pub mod sinks;

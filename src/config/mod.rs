@@ -40,9 +40,9 @@ pub struct Config {
     pub hostname: Option<String>,
     /// How long SIGTERM waits for in-flight events to be delivered. Default: `30s`.
     pub shutdown_timeout: Duration,
-    /// The HTTP API for /health and /metrics. Off when absent.
+    /// The HTTP API for /health and /metrics. Default: off (no `api:`).
     pub api: Option<ApiConfig>,
-    /// The agent's own logs, on standard error.
+    /// The agent's own logs, on standard error. Default: `{level: info, format: text}`.
     pub log: LogConfig,
     pub sources: Vec<Component<SourceConfig>>,
     pub transforms: Vec<Component<TransformConfig>>,

@@ -208,7 +208,8 @@ impl Sink {
     /// cluster's metadata). Sinks without a remote end are always healthy.
     pub async fn healthcheck(&self, timeout: Duration) -> Result<(), String> {
         match self {
-            Sink::Console(_) | Sink::File(_) | Sink::Http(_) => Ok(()),
+            Sink::Console(_) | Sink::File(_) => Ok(()),
+            Sink::Http(s) => s.healthcheck(timeout).await,
             Sink::Kafka(s) => s.healthcheck(timeout).await,
             Sink::Amqp(s) => s.healthcheck().await,
             Sink::Nats(s) => s.healthcheck().await,

@@ -38,6 +38,7 @@ pub struct Config {
     #[serde(default = "default_target")]
     pub target: Spanned<String>,
     /// With `format: regex`: the pattern; its named captures become fields.
+    /// Default: none (required with `format: regex`).
     #[serde(default)]
     pub pattern: Option<Spanned<String>>,
     /// Types for fields that are text otherwise: `int`, `float`, `bool`,

@@ -24,10 +24,11 @@ use crate::pipeline::metrics::DropReason;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// The share of events kept, from 0 to 1 (`0.1` keeps 10 %). Give this or `one_in`.
+    /// The share of events kept, from 0 to 1 (`0.1` keeps 10 %). Give this or
+    /// `one_in`. Default: none.
     #[serde(default)]
     pub rate: Option<Spanned<f64>>,
-    /// Keep one event in N. Give this or `rate`.
+    /// Keep one event in N. Give this or `rate`. Default: none.
     #[serde(default)]
     pub one_in: Option<Spanned<u64>>,
     /// A field (`data.client`, `subject`) whose value decides, so that equal

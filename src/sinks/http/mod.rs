@@ -40,7 +40,7 @@ pub struct Config {
     /// `{basic: {user, password}}` or `{bearer: TOKEN}`. Default: none.
     #[serde(default)]
     pub auth: Option<Auth>,
-    /// TLS settings for `https://` URLs.
+    /// TLS settings for `https://` URLs. Default: the system's CA certificates.
     #[serde(default)]
     pub tls: TlsConfig,
 }
@@ -162,6 +162,25 @@ pub fn install_crypto_provider() {
 }
 
 impl Sink {
+    /// Whether the endpoint accepts a TCP connection (`validate --connect`,
+    /// `run --dry-run`). No request is sent: an endpoint may answer nothing
+    /// but its POSTs, and a test request would be traffic of its own.
+    pub async fn healthcheck(&self, timeout: std::time::Duration) -> Result<(), String> {
+        let host = self.url.host_str().ok_or("the url has no host")?;
+        let port = self.url.port_or_known_default().ok_or("the url has no port")?;
+        // `host_str` keeps the brackets of an IPv6 address, so this parses.
+        let address = format!("{host}:{port}");
+        // Bounded: the sink's driver waits for this before its first batch,
+        // and a host that drops packets would hold it for minutes.
+        match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&address)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("cannot connect to {address}: {e}")),
+            Err(_) => {
+                Err(format!("no connection to {address} within {}", humantime::format_duration(timeout)))
+            }
+        }
+    }
+
     async fn client(&self) -> Result<&reqwest::Client, SendError> {
         self.client
             .get_or_try_init(|| async {

@@ -99,9 +99,10 @@ pub enum KafkaCompression {
 pub struct SaslConfig {
     /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`. Required.
     pub mechanism: Spanned<String>,
-    /// Required.
+    /// The user name. Required.
     pub username: String,
-    /// Required; write `${KAFKA_PASSWORD}` to take it from the environment.
+    /// The password; write `${KAFKA_PASSWORD}` to take it from the
+    /// environment. Required.
     pub password: String,
 }
 

@@ -84,7 +84,7 @@ pub struct Config {
     /// Default: `utf-8`.
     #[serde(default)]
     pub encoding: Option<Spanned<String>>,
-    /// Join lines into one event (stack traces).
+    /// Join lines into one event (stack traces). Default: off, one event a line.
     #[serde(default)]
     pub multiline: Option<multiline::Config>,
     /// The most files open at once; the idlest are closed beyond it.

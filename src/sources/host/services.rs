@@ -16,19 +16,20 @@ use crate::event::{Map, Str, Value};
 pub struct ServiceConfig {
     /// A name for the events. Required.
     pub name: String,
-    /// `host:port` that must accept a TCP connection.
+    /// `host:port` that must accept a TCP connection. Default: none.
     #[serde(default)]
     pub tcp: Option<String>,
-    /// A URL that must answer `expect_status` to a GET.
+    /// A URL that must answer `expect_status` to a GET. Default: none.
     #[serde(default)]
     pub http: Option<String>,
     /// The status the HTTP check expects. Default: any 2xx.
     #[serde(default)]
     pub expect_status: Option<u16>,
-    /// A systemd unit that must be `active`.
+    /// A systemd unit that must be `active`. Default: none.
     #[serde(default)]
     pub unit: Option<String>,
     /// A regular expression one running process's command line must match.
+    /// Default: none.
     #[serde(default)]
     pub process: Option<String>,
     /// How long a check may take. Default: `3s`.

@@ -17,10 +17,10 @@ pub struct ThresholdConfig {
     pub name: String,
     /// The metric's path in `host.metrics` (`memory.used_percent`). Required.
     pub metric: String,
-    /// Crossed when the value is above this. Give this or `below`.
+    /// Crossed when the value is above this. Give this or `below`. Default: none.
     #[serde(default)]
     pub above: Option<f64>,
-    /// Crossed when the value is below this. Give this or `above`.
+    /// Crossed when the value is below this. Give this or `above`. Default: none.
     #[serde(default)]
     pub below: Option<f64>,
     /// With `above`: cleared when the value is below this. Default: `above`.

@@ -42,8 +42,8 @@ pub struct Config {
     /// Default: `any`.
     #[serde(default = "default_interface")]
     pub interface: String,
-    /// Sniff: the TCP ports the services listen on (at most 64). Required
-    /// in sniff mode.
+    /// Sniff: the TCP ports the services listen on (at most 64). Default:
+    /// none (required in sniff mode).
     #[serde(default)]
     pub ports: Vec<u16>,
     /// Sniff: the most connections followed at once; more are not followed
@@ -64,10 +64,12 @@ pub struct Config {
     /// grows. Default: `4MiB`.
     #[serde(default = "default_ring_size")]
     pub ring_size: crate::config::ByteSize,
-    /// Proxy: the address to listen on (`127.0.0.1:8081`). Required in proxy mode.
+    /// Proxy: the address to listen on (`127.0.0.1:8081`). Default: none
+    /// (required in proxy mode).
     #[serde(default)]
     pub listen: Option<Spanned<String>>,
-    /// Proxy: the service's address (`127.0.0.1:8080`). Required in proxy mode.
+    /// Proxy: the service's address (`127.0.0.1:8080`). Default: none
+    /// (required in proxy mode).
     #[serde(default)]
     pub upstream: Option<Spanned<String>>,
     /// Query parameters whose values are masked. Default: `token`,
