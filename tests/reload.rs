@@ -205,3 +205,32 @@ async fn a_reload_rebuilds_what_changed_and_the_rest_runs_on() {
     b.wait_for_unique(20_003, Duration::from_secs(10)).await;
     assert!(agent.logs().contains("rebuilt=copy"), "{}", agent.logs());
 }
+
+/// The usual reason to change a sink's URL: the old endpoint is down. Its
+/// sink cannot drain within `shutdown_timeout`, so what it holds was never
+/// acknowledged; the file source upstream starts again and reads it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_away_from_a_sink_that_is_down_loses_nothing() {
+    let a = Receiver::start(Mode::FailEvery(1)).await;
+    let b = Receiver::start(Mode::Accept).await;
+    let dir = tempfile::tempdir().unwrap();
+    let api = free_port();
+    let text = format!("shutdown_timeout: 1s\n{}", config(dir.path(), &a.url(), api));
+    let mut agent = Agent::start(&text);
+    agent.wait_ready(api);
+    LogWriter::new(&dir.path().join("app.log")).write(0, 5000);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while a.failed() < 3 {
+        assert!(std::time::Instant::now() < deadline, "A was never asked:\n{}", agent.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let path = config_path(&agent);
+    let text = std::fs::read_to_string(&path).unwrap().replace(&a.url(), &b.url());
+    std::fs::write(&path, text).unwrap();
+    agent.signal("HUP");
+    b.wait_for_unique(5000, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    b.assert_exactly_once(5000);
+    assert_eq!(a.unique(), 0);
+    assert!(agent.logs().contains("read again what was not delivered"), "{}", agent.logs());
+}

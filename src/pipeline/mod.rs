@@ -451,6 +451,25 @@ impl Running {
         }
     }
 
+    /// The running sources, outside `ids`, that feed any of `ids`.
+    fn sources_upstream_of(&self, ids: &HashSet<String>) -> HashSet<String> {
+        let mut seen = HashSet::new();
+        let mut todo: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let mut sources = HashSet::new();
+        while let Some(id) = todo.pop() {
+            let Some(node) = self.nodes.get(id) else { continue };
+            if node.kind == "source" && !ids.contains(id) {
+                sources.insert(id.to_string());
+            }
+            for input in &node.inputs {
+                if seen.insert(upstream(input)) {
+                    todo.push(upstream(input));
+                }
+            }
+        }
+        sources
+    }
+
     fn ended(&mut self, done: Result<(tokio::task::Id, TaskResult), tokio::task::JoinError>) {
         let task = match &done {
             Ok((task, _)) => *task,
@@ -518,8 +537,13 @@ impl Running {
             .map(|(id, _)| id.clone())
             .collect();
         let keep = |id: &String| self.nodes.contains_key(id) && !stopping.contains(id);
+        // The running sources upstream of what stops, with their new parts:
+        // should a stop run out of time, they start again (below).
+        let upstream_sources = self.sources_upstream_of(&stopping);
+        let (kept_sources, sources): (Vec<_>, Vec<_>) =
+            topology.sources.into_iter().partition(|p| keep(&p.id));
         let topology = Topology {
-            sources: topology.sources.into_iter().filter(|p| !keep(&p.id)).collect(),
+            sources,
             transforms: topology.transforms.into_iter().filter(|p| !keep(&p.id)).collect(),
             sinks: topology.sinks.into_iter().filter(|p| !keep(&p.id)).collect(),
         };
@@ -555,6 +579,25 @@ impl Running {
             .collect();
         rebuilt.sort();
         self.launch(topology).await?;
+        if !delivered {
+            // What the aborted components held was not acknowledged, and a
+            // source that runs on does not send again what failed (a file
+            // source stops its checkpoint before it). Started again now that
+            // the pipeline flows, they read it again from their checkpoints.
+            let again: HashSet<String> =
+                upstream_sources.into_iter().filter(|id| self.nodes.contains_key(id)).collect();
+            if !again.is_empty() {
+                tracing::warn!(
+                    sources = %again.iter().cloned().collect::<Vec<_>>().join(", "),
+                    "restarting the sources upstream so that they read again what was not delivered"
+                );
+                self.stop(&again, timeout).await;
+                let sources: Vec<_> = kept_sources.into_iter().filter(|p| again.contains(&p.id)).collect();
+                rebuilt.extend(sources.iter().map(|p| p.id.clone()));
+                rebuilt.sort();
+                self.launch(Topology { sources, transforms: Vec::new(), sinks: Vec::new() }).await?;
+            }
+        }
         Ok(rebuilt)
     }
 }
