@@ -102,7 +102,7 @@ async fn sniff_records_every_transaction_once() {
     every_transaction_once(false).await;
 }
 
-const RECORDING: &str = "    headers: [user-agent, content-type, authorization, x-request-id]\n    transaction_timeout: 1s\n    max_body_bytes: 64\nsinks:\n  out:\n    type: file\n    inputs: [web]\n    path: \"{data_dir}/events.ndjson\"\n    batch: {timeout: 50ms}\n";
+const RECORDING: &str = "    headers: [user-agent, content-type, authorization, x-request-id]\n    transaction_timeout: 3s\n    max_body_bytes: 64\nsinks:\n  out:\n    type: file\n    inputs: [web]\n    path: \"{data_dir}/events.ndjson\"\n    batch: {timeout: 50ms}\n";
 
 async fn every_transaction_once(proxy: bool) {
     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -183,7 +183,7 @@ async fn every_transaction_once(proxy: bool) {
     let never = tokio::task::spawn_blocking(move || {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.write_all(b"GET /never HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
-        std::thread::sleep(Duration::from_millis(2500));
+        std::thread::sleep(Duration::from_millis(5000));
         drop(s);
     });
     never.await.unwrap();
