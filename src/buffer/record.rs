@@ -143,7 +143,15 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 /// Reads a payload that passed its checksum. An error means the writer and
 /// the reader disagree on the format (or the checksum missed a corruption).
 pub fn decode(payload: Bytes) -> Result<Vec<Event>, String> {
-    let mut r = Reader { b: payload, at: 0, slots: [""; SLOTS] };
+    decode_sized(payload).map(|(events, _)| events)
+}
+
+/// [`decode`], and an estimate of the memory the events hold (for buffer
+/// limits), counted on the way: the payload they slice, the events and
+/// their maps and arrays. Walking every event again to estimate it cost as
+/// much as a good part of the decoding.
+pub fn decode_sized(payload: Bytes) -> Result<(Vec<Event>, usize), String> {
+    let mut r = Reader { b: payload, at: 0, slots: [""; SLOTS], entries: 0, elements: 0 };
     let n = r.u32()? as usize;
     // Each event takes at least 40 bytes: no allocation from a bogus count.
     let mut events = Vec::with_capacity(n.min(r.b.len() / 40 + 1));
@@ -153,7 +161,11 @@ pub fn decode(payload: Bytes) -> Result<Vec<Event>, String> {
     if r.at != r.b.len() {
         return Err(format!("{} bytes after the last event", r.b.len() - r.at));
     }
-    Ok(events)
+    let size = r.b.len()
+        + events.len() * std::mem::size_of::<Event>()
+        + r.entries * std::mem::size_of::<(Str, Value)>()
+        + r.elements * std::mem::size_of::<Value>();
+    Ok((events, size))
 }
 
 struct Reader {
@@ -163,6 +175,9 @@ struct Reader {
     /// host, then the names of the first fields): the next event most
     /// likely has the same there.
     slots: [&'static str; SLOTS],
+    /// Map entries and array elements read, for the size estimate.
+    entries: usize,
+    elements: usize,
 }
 
 const SLOTS: usize = 16;
@@ -257,6 +272,8 @@ impl Reader {
             let v = self.value(depth + 1)?;
             m.push(k, v);
         }
+        // Counted once read: a bogus count fails above, it does not overflow.
+        self.entries += n;
         Ok(m)
     }
 
@@ -279,6 +296,7 @@ impl Reader {
                 for _ in 0..n {
                     a.push(self.value(depth + 1)?);
                 }
+                self.elements += n;
                 Value::Array(a)
             }
             7 => Value::Object(self.map(depth)?),
@@ -334,7 +352,9 @@ mod tests {
         let (len, crc) = header(out[..HEADER].try_into().unwrap());
         assert_eq!(len, out.len() - HEADER);
         assert!(intact(&out[HEADER..], crc));
-        assert_eq!(decode(Bytes::copy_from_slice(&out[HEADER..])).unwrap(), events);
+        let (back, size) = decode_sized(Bytes::copy_from_slice(&out[HEADER..])).unwrap();
+        assert_eq!(back, events);
+        assert!(size >= out.len() - HEADER + std::mem::size_of_val(&events[..]));
     }
 
     #[test]
