@@ -417,8 +417,9 @@ fn interfaces_going_down_and_up_and_new_addresses() {
 fn top_processes_name_the_busy_one() {
     let mut busy = std::process::Command::new("sh").args(["-c", "while :; do :; done"]).spawn().unwrap();
     let pid = busy.id() as u64;
-    let mut agent =
-        start("  machine:\n    type: host\n    interval: 700ms\n    collect: [load]\n    top_processes: 10\n");
+    let mut agent = start(
+        "  machine:\n    type: host\n    interval: 700ms\n    collect: [load]\n    top_processes: 10\n",
+    );
     let metrics = wait_for(&agent, "host.metrics", 2, Duration::from_secs(10));
     busy.kill().unwrap();
     busy.wait().unwrap();
