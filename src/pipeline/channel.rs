@@ -158,6 +158,7 @@ pub struct Permit {
 }
 
 impl Sender {
+    /// The channel's [`Handle`], which does not count as a sender.
     pub fn handle(&self) -> Handle {
         Handle { shared: self.shared.clone() }
     }
