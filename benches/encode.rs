@@ -67,7 +67,29 @@ fn encode_and_batch(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, encode_and_batch, escape_only);
+/// The disk buffer's record format: what a disk-buffered sink adds per
+/// event, once on the way to disk and once on the way back.
+fn disk_record(c: &mut Criterion) {
+    use hostwatch::buffer::record;
+    let input = log_events(1000);
+    let mut group = c.benchmark_group("disk_record");
+    group.throughput(Throughput::Elements(input.len() as u64));
+    let mut out = Vec::new();
+    group.bench_function("encode", |b| {
+        b.iter(|| {
+            out.clear();
+            record::encode(&input, &mut out);
+            out.len()
+        })
+    });
+    out.clear();
+    record::encode(&input, &mut out);
+    let payload = bytes::Bytes::copy_from_slice(&out[record::HEADER..]);
+    group.bench_function("decode", |b| b.iter(|| record::decode(payload.clone()).map(|e| e.len())));
+    group.finish();
+}
+
+criterion_group!(benches, encode_and_batch, escape_only, disk_record);
 criterion_main!(benches);
 
 fn escape_only(c: &mut Criterion) {

@@ -126,7 +126,7 @@ async fn kill_9_while_the_sink_is_down_loses_nothing() {
 /// starts, counts both, and delivers everything else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_segment_costs_its_records_not_the_agent() {
-    const LINES: u64 = 60_000;
+    const LINES: u64 = 150_000;
     let receiver = Receiver::start(Mode::FailEvery(1)).await;
     receiver.count_only();
     let dir = tempfile::tempdir().unwrap();

@@ -9,6 +9,8 @@
 //!   its checkpoint): from there on the disk holds them;
 //! - the reader reads records in order, from where the last run stopped,
 //!   and hands them to the sink's driver through a small memory channel;
+//!   the records written last it takes from memory instead (see `Recent`),
+//!   so that a sink that keeps up costs no read and no decoding;
 //! - the acker waits for the driver to settle each record in order, keeps
 //!   the position of the first one not delivered in the file `acked`, and
 //!   deletes segments once every record in them is delivered.
@@ -54,8 +56,26 @@ pub struct Position {
     pub offset: u64,
 }
 
+/// The records written last, still in memory, for the reader: when it has
+/// caught up with the writer (a sink that keeps up, the usual case) it takes
+/// them from here instead of reading and decoding them again. At most
+/// `RECENT_RECORDS` records and `RECENT_BYTES` of events (a reader that
+/// keeps up needs one or two): the reader of a sink that is slow or down
+/// takes the rest from disk, and memory stays flat however far behind it
+/// is. Every record is on disk all the same: a crash loses nothing.
+#[derive(Default)]
+struct Recent {
+    /// Each record's start and end in the log, and its events.
+    records: std::collections::VecDeque<(Position, Position, EventBatch)>,
+    bytes: usize,
+}
+
+const RECENT_RECORDS: usize = 16;
+const RECENT_BYTES: usize = 1 << 20;
+
 /// What the three tasks share.
 struct Shared {
+    recent: Mutex<Recent>,
     /// How far the writer has written: the reader reads up to here.
     written: Mutex<Position>,
     /// The writer has stopped (its input closed): the reader stops at the end.
@@ -115,7 +135,7 @@ pub fn scan(path: &Path, offset: u64) -> io::Result<(u64, u64, u64, Option<u64>)
             return Ok((records, events, at - offset, Some(at)));
         }
         let (len, _) = record::header(head[..record::HEADER].try_into().unwrap_or(&[0; record::HEADER]));
-        let n = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
+        let n = record::count(u32::from_le_bytes([head[8], head[9], head[10], head[11]]));
         if !(4..=record::MAX_PAYLOAD).contains(&len) || at + (record::HEADER + len) as u64 > size {
             return Ok((records, events, at - offset, Some(at)));
         }
@@ -169,6 +189,7 @@ pub fn start(
         bytes += fs::metadata(&path).map_or(0, |m| m.len()).saturating_sub(from);
     }
     let shared = Arc::new(Shared {
+        recent: Mutex::default(),
         written: Mutex::new(Position { segment: first_new, offset: 0 }),
         closed: AtomicBool::new(false),
         more: Notify::new(),
@@ -240,7 +261,7 @@ impl Writer {
         self.shared.more.notify_one();
     }
 
-    async fn append(&mut self, batch: EventBatch) {
+    async fn append(&mut self, mut batch: EventBatch) {
         self.buf.clear();
         record::encode(batch.events(), &mut self.buf);
         let len = self.buf.len() as u64;
@@ -274,13 +295,21 @@ impl Writer {
             failures += 1;
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+        let start = self.at;
         self.at.offset += len;
         self.shared.bytes.fetch_add(len, Relaxed);
         self.shared.events.fetch_add(batch.len() as u64, Relaxed);
         self.publish_gauges();
-        let (_, acks) = batch.into_parts();
-        self.unsynced.push(acks);
-        *self.shared.written.lock().unwrap_or_else(|p| p.into_inner()) = self.at;
+        self.unsynced.push(std::mem::take(&mut batch.acks));
+        {
+            let mut recent = lock(&self.shared.recent);
+            // Full: the reader is behind, and finds this one on disk.
+            if recent.records.len() < RECENT_RECORDS && recent.bytes + batch.size() <= RECENT_BYTES {
+                recent.bytes += batch.size();
+                recent.records.push_back((start, self.at, batch));
+            }
+        }
+        *lock(&self.shared.written) = self.at;
         self.shared.more.notify_one();
     }
 
@@ -388,6 +417,27 @@ fn read_record(file: &mut File, path: &Path, offset: u64) -> Result<Option<Recor
     Ok(Some(Record { events, size, len: (record::HEADER + len) as u64 }))
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The record at `at`, if it is still in memory; records before it (the
+/// reader went past them on disk) go.
+fn take_recent(shared: &Shared, at: Position) -> Option<(Position, EventBatch)> {
+    let mut recent = lock(&shared.recent);
+    while let Some((start, ..)) = recent.records.front() {
+        if *start > at {
+            return None;
+        }
+        let (start, end, batch) = recent.records.pop_front()?;
+        recent.bytes -= batch.size();
+        if start == at {
+            return Some((end, batch));
+        }
+    }
+    None
+}
+
 async fn read(
     dir: PathBuf,
     start: Position,
@@ -397,39 +447,49 @@ async fn read(
     metrics: Arc<ComponentMetrics>,
 ) {
     let mut at = start;
-    let mut file: Option<File> = None;
+    // The open segment, and where the next read from it starts.
+    let mut file: Option<(File, Position)> = None;
     loop {
         let more = shared.more.notified();
-        let written = *shared.written.lock().unwrap_or_else(|p| p.into_inner());
+        let written = *lock(&shared.written);
         if at >= written {
-            if shared.closed.load(Relaxed) && at >= *shared.written.lock().unwrap_or_else(|p| p.into_inner())
-            {
+            if shared.closed.load(Relaxed) && at >= *lock(&shared.written) {
                 return;
             }
             more.await;
             continue;
         }
-        let path = segment_path(&dir, at.segment);
-        if file.is_none() {
-            match File::open(&path) {
-                Ok(mut f) => {
-                    if at.offset > 0 && f.seek(SeekFrom::Start(at.offset)).is_err() {
-                        at = Position { segment: at.segment + 1, offset: 0 };
-                        continue;
-                    }
-                    file = Some(f);
-                }
-                Err(_) => {
-                    // Gone (never written, or deleted by hand): the next one.
-                    at = Position { segment: at.segment + 1, offset: 0 };
-                    continue;
-                }
+        if let Some((end, mut batch)) = take_recent(&shared, at) {
+            let (share, status) = token();
+            batch.acks = AckSet::one(share);
+            let (n, bytes) = (batch.len() as u64, end.offset - at.offset);
+            if out.send(batch).await.is_err() {
+                return;
             }
+            at = end;
+            let _ = acks.send(Handed { end: at, events: n, bytes, status });
+            continue;
         }
-        let Some(f) = file.as_mut() else { continue };
-        match read_record(f, &path, at.offset) {
+        let path = segment_path(&dir, at.segment);
+        let f = match file.take() {
+            Some((f, pos)) if pos == at => Some(f),
+            // After records taken from memory: on from there.
+            Some((mut f, pos)) if pos.segment == at.segment => {
+                f.seek(SeekFrom::Start(at.offset)).is_ok().then_some(f)
+            }
+            _ => File::open(&path).ok().and_then(|mut f| {
+                (at.offset == 0 || f.seek(SeekFrom::Start(at.offset)).is_ok()).then_some(f)
+            }),
+        };
+        let Some(mut f) = f else {
+            // Gone (never written, or deleted by hand): the next one.
+            at = Position { segment: at.segment + 1, offset: 0 };
+            continue;
+        };
+        match read_record(&mut f, &path, at.offset) {
             Ok(Some(Record { events, size, len })) => {
                 at.offset += len;
+                file = Some((f, at));
                 let (share, status) = token();
                 let n = events.len() as u64;
                 // The size the decoder counted: no walk over every event.
@@ -445,7 +505,10 @@ async fn read(
             }
             // The writer's segment, shorter than it said (cut by hand?):
             // look again shortly.
-            Ok(None) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Ok(None) => {
+                file = Some((f, at));
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
             Err(e) => {
                 // The events the skipped part held, as far as its frames tell.
                 let lost = scan(&path, at.offset).map_or(0, |s| s.1).max(1);
@@ -687,7 +750,7 @@ mod tests {
         // The frame scan agrees with the full read.
         assert_eq!(
             scan(&segment_path(dir.path(), 1), first_record).unwrap(),
-            (2, 20, 2 * first_record, None)
+            (2, 20, buf.len() as u64 - first_record, None)
         );
     }
 }

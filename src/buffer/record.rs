@@ -2,19 +2,42 @@
 //! framed with its length and a CRC32C.
 //!
 //! ```text
-//! frame:  u32 length of payload | u32 crc32c of payload | payload
-//! payload: u32 events | event*
-//! event:  id | i64 time | str type | str source | opt str subject | str host | map attrs | value data
-//! id:     0 u128 (generated) | 1 str (given)
-//! str:    u32 length | UTF-8 bytes
-//! value:  0 null | 1 false | 2 true | 3 i64 | 4 f64 | 5 str | 6 u32 n value* | 7 u32 n (str value)*
+//! frame:   u32 length of payload | u32 crc32c of payload | payload
+//! payload: u32 (format << 28 | events) | event*
 //! ```
 //!
-//! Little-endian throughout. Decoding takes the payload as one `Bytes` and
-//! slices its strings out of it: no copy per string. The attributes and
-//! keys that repeat from event to event (type, source, host, subject, field
-//! names) are interned instead: no reference count to move per event, and
-//! the encoders see the same string again.
+//! Format 1 (written since), most of it varints (LEB128; signed ones
+//! zigzagged) and most of it differences from the event before in the same
+//! record, because the events of a batch mostly share their source, type,
+//! host and field names and have increasing ids and times:
+//!
+//! ```text
+//! event:  u8 flags | id | varint time − previous time
+//!         | [str type] | [str source] | [str subject] | [str host]
+//!         | [map attrs] | value data
+//! flags:  1 id given | 2 subject set | 4 type, 8 source, 16 subject,
+//!         32 host as the previous event's (so not written) | 64 attrs set
+//! id:     given: str | generated: varint (id >> 32) − previous, u32 id low bits
+//! str:    varint length | UTF-8 bytes
+//! map:    varint n | (key value)*
+//! key:    0 (the key at this place in the previous event's map) | varint length + 1, bytes
+//! value:  0 null | 1 false | 2 true | 3 varint int | 4 f64 | 5 str
+//!         | 6 varint n value* | 7 map
+//!         | 8 (the string at this place in the previous event)
+//!         | 9 varint int − the int at this place in the previous event
+//! ```
+//!
+//! Format 0 (the first one, still read): fixed-width integers, every string
+//! in full (`u32 length | bytes`), see [`v0`].
+//!
+//! Decoding takes the payload as one `Bytes` and slices its strings out of
+//! it: no copy per string. The attributes and keys that repeat (type,
+//! source, host, subject, field names) are interned instead: no reference
+//! count to move per event, and the encoders see the same string again.
+//! A bit over half the bytes of format 0 for a typical log line: less to
+//! checksum, write, read and copy.
+
+mod v0;
 
 use bytes::Bytes;
 
@@ -25,13 +48,26 @@ pub const HEADER: usize = 8;
 /// A frame longer than this is taken for corruption.
 pub const MAX_PAYLOAD: usize = 256 << 20;
 
-/// Appends one framed record holding `events` to `out`.
+/// The format [`encode`] writes, in the top bits of a payload's first word.
+const FORMAT: u32 = 1;
+const COUNT_BITS: u32 = 28;
+
+/// The number of events announced by a payload's first word.
+pub fn count(word: u32) -> u32 {
+    word & ((1 << COUNT_BITS) - 1)
+}
+
+/// Appends one framed record holding `events` to `out`. A batch holds far
+/// fewer than 2^28 events (the channels' limits see to that).
 pub fn encode(events: &[Event], out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0; HEADER]);
-    out.extend_from_slice(&(events.len() as u32).to_le_bytes());
+    out.extend_from_slice(&((FORMAT << COUNT_BITS) | count(events.len() as u32)).to_le_bytes());
+    let mut w = Writer { out, high: 0, time: 0 };
+    let mut prev = None;
     for e in events {
-        event(e, out);
+        w.event(e, prev);
+        prev = Some(e);
     }
     let len = (out.len() - start - HEADER) as u32;
     let crc = crc32c::crc32c(&out[start + HEADER..]);
@@ -51,94 +87,169 @@ pub fn intact(payload: &[u8], crc: u32) -> bool {
     crc32c::crc32c(payload) == crc
 }
 
-fn str(s: &str, out: &mut Vec<u8>) {
-    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-    out.extend_from_slice(s.as_bytes());
+const ID_GIVEN: u8 = 1;
+const SUBJECT: u8 = 2;
+const SAME_TYPE: u8 = 4;
+const SAME_SOURCE: u8 = 8;
+const SAME_SUBJECT: u8 = 16;
+const SAME_HOST: u8 = 32;
+const ATTRS: u8 = 64;
+
+fn zigzag(n: i64) -> u64 {
+    ((n << 1) ^ (n >> 63)) as u64
 }
 
-fn event(e: &Event, out: &mut Vec<u8>) {
-    match &e.id {
-        EventId::Generated(n) => {
-            out.push(0);
-            out.extend_from_slice(&n.to_le_bytes());
-        }
-        EventId::Given(s) => {
-            out.push(1);
-            str(s, out);
-        }
-    }
-    out.extend_from_slice(&e.time.to_le_bytes());
-    str(&e.ty, out);
-    str(&e.source, out);
-    match &e.subject {
-        Some(s) => {
-            out.push(1);
-            str(s, out);
-        }
-        None => out.push(0),
-    }
-    str(&e.host, out);
-    map(&e.attrs, out);
-    value(&e.data, out);
+fn unzigzag(n: u64) -> i64 {
+    (n >> 1) as i64 ^ -((n & 1) as i64)
 }
 
-fn map(m: &Map, out: &mut Vec<u8>) {
-    out.extend_from_slice(&(m.len() as u32).to_le_bytes());
-    for (k, v) in m.iter() {
-        str(k, out);
-        value(v, out);
-    }
+// === encoding ===
+
+struct Writer<'a> {
+    out: &'a mut Vec<u8>,
+    /// The top 96 bits of the last generated id, and the last time.
+    high: u128,
+    time: i64,
 }
 
-fn value(v: &Value, out: &mut Vec<u8>) {
-    match v {
-        Value::Null => out.push(0),
-        Value::Bool(false) => out.push(1),
-        Value::Bool(true) => out.push(2),
-        Value::Int(n) => {
-            out.push(3);
-            out.extend_from_slice(&n.to_le_bytes());
+impl Writer<'_> {
+    fn varint(&mut self, mut n: u128) {
+        while n >= 0x80 {
+            self.out.push(n as u8 | 0x80);
+            n >>= 7;
         }
-        Value::Float(f) => {
-            out.push(4);
-            out.extend_from_slice(&f.to_le_bytes());
+        self.out.push(n as u8);
+    }
+
+    fn str(&mut self, s: &str) {
+        self.varint(s.len() as u128);
+        self.out.extend_from_slice(s.as_bytes());
+    }
+
+    fn event(&mut self, e: &Event, prev: Option<&Event>) {
+        let same = |f: fn(&Event) -> &Str| prev.is_some_and(|p| f(p) == f(e));
+        let mut flags = 0;
+        if matches!(e.id, EventId::Given(_)) {
+            flags |= ID_GIVEN;
         }
-        Value::Str(s) => {
-            out.push(5);
-            str(s, out);
-        }
-        Value::Array(a) => {
-            out.push(6);
-            out.extend_from_slice(&(a.len() as u32).to_le_bytes());
-            for v in a {
-                value(v, out);
+        if let Some(s) = &e.subject {
+            flags |= SUBJECT;
+            if prev.is_some_and(|p| p.subject.as_ref() == Some(s)) {
+                flags |= SAME_SUBJECT;
             }
         }
-        Value::Object(m) => {
-            out.push(7);
-            map(m, out);
+        if same(|e| &e.ty) {
+            flags |= SAME_TYPE;
+        }
+        if same(|e| &e.source) {
+            flags |= SAME_SOURCE;
+        }
+        if same(|e| &e.host) {
+            flags |= SAME_HOST;
+        }
+        if !e.attrs.is_empty() {
+            flags |= ATTRS;
+        }
+        self.out.push(flags);
+        match &e.id {
+            EventId::Generated(id) => {
+                // Ids of one generator increase: the top 96 bits (time and
+                // counter) differ by little; the low 32 are random.
+                let high = id >> 32;
+                let delta = high as i128 - self.high as i128;
+                self.varint(((delta << 1) ^ (delta >> 127)) as u128);
+                self.out.extend_from_slice(&(*id as u32).to_le_bytes());
+                self.high = high;
+            }
+            EventId::Given(s) => self.str(s),
+        }
+        self.varint(zigzag(e.time.wrapping_sub(self.time)) as u128);
+        self.time = e.time;
+        if flags & SAME_TYPE == 0 {
+            self.str(&e.ty);
+        }
+        if flags & SAME_SOURCE == 0 {
+            self.str(&e.source);
+        }
+        if let Some(s) = &e.subject
+            && flags & SAME_SUBJECT == 0
+        {
+            self.str(s);
+        }
+        if flags & SAME_HOST == 0 {
+            self.str(&e.host);
+        }
+        if flags & ATTRS != 0 {
+            self.map(&e.attrs, prev.map(|p| &p.attrs));
+        }
+        self.value(&e.data, prev.map(|p| &p.data));
+    }
+
+    /// `prev`: the map at the same place in the previous event, whose keys
+    /// this one likely repeats.
+    fn map(&mut self, m: &Map, prev: Option<&Map>) {
+        self.varint(m.len() as u128);
+        for (i, (k, v)) in m.iter().enumerate() {
+            let before = prev.and_then(|p| p.entry_at(i));
+            match before {
+                Some((pk, _)) if pk == k => self.out.push(0),
+                _ => {
+                    self.varint(k.len() as u128 + 1);
+                    self.out.extend_from_slice(k.as_bytes());
+                }
+            }
+            self.value(v, before.map(|(_, pv)| pv));
+        }
+    }
+
+    fn value(&mut self, v: &Value, prev: Option<&Value>) {
+        match v {
+            Value::Null => self.out.push(0),
+            Value::Bool(false) => self.out.push(1),
+            Value::Bool(true) => self.out.push(2),
+            Value::Int(n) => match prev {
+                // A counter or an offset: the difference is shorter.
+                Some(Value::Int(p)) if zigzag(n.wrapping_sub(*p)) < zigzag(*n) => {
+                    self.out.push(9);
+                    self.varint(zigzag(n.wrapping_sub(*p)) as u128);
+                }
+                _ => {
+                    self.out.push(3);
+                    self.varint(zigzag(*n) as u128);
+                }
+            },
+            Value::Float(f) => {
+                self.out.push(4);
+                self.out.extend_from_slice(&f.to_le_bytes());
+            }
+            Value::Str(s) => match prev {
+                // A file name, a unit, a status word: repeats.
+                Some(Value::Str(p)) if p == s => self.out.push(8),
+                _ => {
+                    self.out.push(5);
+                    self.str(s);
+                }
+            },
+            Value::Array(a) => {
+                self.out.push(6);
+                self.varint(a.len() as u128);
+                let before = match prev {
+                    Some(Value::Array(p)) => p.as_slice(),
+                    _ => &[],
+                };
+                for (i, v) in a.iter().enumerate() {
+                    self.value(v, before.get(i));
+                }
+            }
+            Value::Object(m) => {
+                self.out.push(7);
+                self.map(m, prev.and_then(Value::as_object));
+            }
         }
     }
 }
 
 // === decoding ===
-
-/// `a == b`, without a call to `memcmp` for the short strings that names
-/// are: two overlapping 8-byte words cover up to 16 bytes.
-#[inline]
-fn same(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
-    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().unwrap_or([0; 8]));
-    match n {
-        0 => true,
-        1..=7 => a.iter().zip(b).all(|(x, y)| x == y),
-        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
-        _ => a == b,
-    }
-}
 
 /// Reads a payload that passed its checksum. An error means the writer and
 /// the reader disagree on the format (or the checksum missed a corruption).
@@ -151,12 +262,21 @@ pub fn decode(payload: Bytes) -> Result<Vec<Event>, String> {
 /// their maps and arrays. Walking every event again to estimate it cost as
 /// much as a good part of the decoding.
 pub fn decode_sized(payload: Bytes) -> Result<(Vec<Event>, usize), String> {
-    let mut r = Reader { b: payload, at: 0, slots: [""; SLOTS], entries: 0, elements: 0 };
-    let n = r.u32()? as usize;
-    // Each event takes at least 40 bytes: no allocation from a bogus count.
-    let mut events = Vec::with_capacity(n.min(r.b.len() / 40 + 1));
-    for _ in 0..n {
-        events.push(r.event()?);
+    let mut r = Cursor { b: payload, at: 0, entries: 0, elements: 0 };
+    let word = r.u32()?;
+    let n = count(word) as usize;
+    // Each event takes at least 6 bytes: no allocation from a bogus count.
+    let mut events = Vec::with_capacity(n.min(r.b.len() / 6 + 1));
+    match word >> COUNT_BITS {
+        0 => v0::decode(&mut r, n, &mut events)?,
+        FORMAT => {
+            let mut state = Reader { c: &mut r, high: 0, time: 0 };
+            for _ in 0..n {
+                let e = state.event(events.last())?;
+                events.push(e);
+            }
+        }
+        f => return Err(format!("a record of format {f}, newer than this version reads")),
     }
     if r.at != r.b.len() {
         return Err(format!("{} bytes after the last event", r.b.len() - r.at));
@@ -168,27 +288,16 @@ pub fn decode_sized(payload: Bytes) -> Result<(Vec<Event>, usize), String> {
     Ok((events, size))
 }
 
-struct Reader {
+/// A payload being read, shared by the formats.
+struct Cursor {
     b: Bytes,
     at: usize,
-    /// The interned string last read at each place (type, source, subject,
-    /// host, then the names of the first fields): the next event most
-    /// likely has the same there.
-    slots: [&'static str; SLOTS],
     /// Map entries and array elements read, for the size estimate.
     entries: usize,
     elements: usize,
 }
 
-const SLOTS: usize = 16;
-const TYPE: usize = 0;
-const SOURCE: usize = 1;
-const SUBJECT: usize = 2;
-const HOST: usize = 3;
-/// Field names: this slot and on, by position at the top level.
-const FIELDS: usize = 4;
-
-impl Reader {
+impl Cursor {
     fn take(&mut self, n: usize) -> Result<&[u8], String> {
         let end = self.at.checked_add(n).filter(|e| *e <= self.b.len()).ok_or("a record cut short")?;
         let s = &self.b[self.at..end];
@@ -212,94 +321,158 @@ impl Reader {
         Ok(u64::from_le_bytes(a))
     }
 
-    fn str(&mut self) -> Result<Str, String> {
-        let n = self.u32()? as usize;
+    fn varint(&mut self) -> Result<u128, String> {
+        let mut n = 0u128;
+        for shift in (0..128).step_by(7) {
+            let b = self.u8()?;
+            n |= u128::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(n);
+            }
+        }
+        Err("a number too long".into())
+    }
+
+    /// A varint that must fit `usize`: a length or a count.
+    fn len(&mut self) -> Result<usize, String> {
+        usize::try_from(self.varint()?).map_err(|_| "a length too large".to_string())
+    }
+
+    fn u64_varint(&mut self) -> Result<u64, String> {
+        u64::try_from(self.varint()?).map_err(|_| "a number too large".to_string())
+    }
+
+    /// The next `n` bytes as a string sharing the payload's memory.
+    fn str_of(&mut self, n: usize) -> Result<Str, String> {
         let start = self.at;
         self.take(n)?;
         Str::from_utf8(self.b.slice(start..start + n)).map_err(|e| format!("a string that is not UTF-8: {e}"))
     }
 
-    /// A string that likely repeats at this place (`slot`): interned when
-    /// possible.
-    fn name(&mut self, slot: usize) -> Result<Str, String> {
-        let n = self.u32()? as usize;
+    /// The next `n` bytes as a string that likely repeats (a name):
+    /// interned while the table has room.
+    fn name_of(&mut self, n: usize) -> Result<Str, String> {
         let start = self.at;
-        self.take(n)?;
-        let bytes = &self.b[start..start + n];
-        let last = self.slots[slot.min(SLOTS - 1)];
-        if same(last.as_bytes(), bytes) {
-            return Ok(Str::from_static(last));
-        }
+        let bytes = self.take(n)?;
         let text = std::str::from_utf8(bytes).map_err(|e| format!("a string that is not UTF-8: {e}"))?;
         if let Some(s) = crate::event::intern_some(text) {
-            self.slots[slot.min(SLOTS - 1)] = s;
             return Ok(Str::from_static(s));
         }
         Str::from_utf8(self.b.slice(start..start + n)).map_err(|e| e.to_string())
     }
+}
 
-    fn event(&mut self) -> Result<Event, String> {
-        let id = match self.u8()? {
-            0 => {
-                let b = self.take(16)?;
-                let mut a = [0; 16];
-                a.copy_from_slice(b);
-                EventId::Generated(u128::from_le_bytes(a))
-            }
-            1 => EventId::Given(self.str()?),
-            t => return Err(format!("an id of kind {t}")),
-        };
-        let time = self.u64()? as i64;
-        let ty = self.name(TYPE)?;
-        let source = self.name(SOURCE)?;
-        let subject = match self.u8()? {
-            0 => None,
-            _ => Some(self.name(SUBJECT)?),
-        };
-        let host = self.name(HOST)?;
-        let attrs = self.map(0)?;
-        let data = self.value(0)?;
-        Ok(Event { id, time, ty, source, subject, host, attrs, data })
+/// Reads format 1, each event against the one before.
+struct Reader<'a> {
+    c: &'a mut Cursor,
+    high: u128,
+    time: i64,
+}
+
+impl Reader<'_> {
+    fn name(&mut self) -> Result<Str, String> {
+        let n = self.c.len()?;
+        self.c.name_of(n)
     }
 
-    fn map(&mut self, depth: usize) -> Result<Map, String> {
-        let n = self.u32()? as usize;
-        let mut m = Map::with_capacity(n.min(self.b.len() - self.at));
+    fn event(&mut self, prev: Option<&Event>) -> Result<Event, String> {
+        let flags = self.c.u8()?;
+        let missing = || "a record that refers to an event before its first".to_string();
+        let id = if flags & ID_GIVEN != 0 {
+            let n = self.c.len()?;
+            EventId::Given(self.c.str_of(n)?)
+        } else {
+            let z = self.c.varint()?;
+            let delta = (z >> 1) as i128 ^ -((z & 1) as i128);
+            let high = (self.high as i128)
+                .checked_add(delta)
+                .and_then(|h| u128::try_from(h).ok())
+                .filter(|h| *h < 1 << 96)
+                .ok_or("an id out of range")?;
+            self.high = high;
+            EventId::Generated(high << 32 | u128::from(self.c.u32()?))
+        };
+        self.time = self.time.wrapping_add(unzigzag(self.c.u64_varint()?));
+        let ty = match flags & SAME_TYPE {
+            0 => self.name()?,
+            _ => prev.ok_or_else(missing)?.ty.clone(),
+        };
+        let source = match flags & SAME_SOURCE {
+            0 => self.name()?,
+            _ => prev.ok_or_else(missing)?.source.clone(),
+        };
+        let subject = match (flags & SUBJECT, flags & SAME_SUBJECT) {
+            (0, _) => None,
+            (_, 0) => Some(self.name()?),
+            _ => Some(prev.and_then(|p| p.subject.clone()).ok_or_else(missing)?),
+        };
+        let host = match flags & SAME_HOST {
+            0 => self.name()?,
+            _ => prev.ok_or_else(missing)?.host.clone(),
+        };
+        let attrs = match flags & ATTRS {
+            0 => Map::new(),
+            _ => self.map(prev.map(|p| &p.attrs), 0)?,
+        };
+        let data = self.value(prev.map(|p| &p.data), 0)?;
+        Ok(Event { id, time: self.time, ty, source, subject, host, attrs, data })
+    }
+
+    fn map(&mut self, prev: Option<&Map>, depth: usize) -> Result<Map, String> {
+        let n = self.c.len()?;
+        let mut m = Map::with_capacity(n.min(self.c.b.len() - self.c.at));
         for i in 0..n {
-            // Nested objects share the last slot.
-            let slot = if depth == 0 { FIELDS + i } else { SLOTS - 1 };
-            let k = self.name(slot)?;
-            let v = self.value(depth + 1)?;
+            let before = prev.and_then(|p| p.entry_at(i));
+            let k = match self.c.len()? {
+                0 => before.ok_or("a key that refers to none before")?.0.clone(),
+                n => self.c.name_of(n - 1)?,
+            };
+            let v = self.value(before.map(|(_, v)| v), depth + 1)?;
             m.push(k, v);
         }
         // Counted once read: a bogus count fails above, it does not overflow.
-        self.entries += n;
+        self.c.entries += n;
         Ok(m)
     }
 
-    fn value(&mut self, depth: usize) -> Result<Value, String> {
+    fn value(&mut self, prev: Option<&Value>, depth: usize) -> Result<Value, String> {
         // JSON nests, but not without end: a bound keeps a corrupt record
         // from overflowing the stack.
         if depth > 256 {
             return Err("values nested too deep".into());
         }
-        Ok(match self.u8()? {
+        Ok(match self.c.u8()? {
             0 => Value::Null,
             1 => Value::Bool(false),
             2 => Value::Bool(true),
-            3 => Value::Int(self.u64()? as i64),
-            4 => Value::Float(f64::from_bits(self.u64()?)),
-            5 => Value::Str(self.str()?),
+            3 => Value::Int(unzigzag(self.c.u64_varint()?)),
+            4 => Value::Float(f64::from_bits(self.c.u64()?)),
+            5 => {
+                let n = self.c.len()?;
+                Value::Str(self.c.str_of(n)?)
+            }
             6 => {
-                let n = self.u32()? as usize;
-                let mut a = Vec::with_capacity(n.min(self.b.len() - self.at));
-                for _ in 0..n {
-                    a.push(self.value(depth + 1)?);
+                let n = self.c.len()?;
+                let before = match prev {
+                    Some(Value::Array(p)) => p.as_slice(),
+                    _ => &[],
+                };
+                let mut a = Vec::with_capacity(n.min(self.c.b.len() - self.c.at));
+                for i in 0..n {
+                    a.push(self.value(before.get(i), depth + 1)?);
                 }
-                self.elements += n;
+                self.c.elements += n;
                 Value::Array(a)
             }
-            7 => Value::Object(self.map(depth)?),
+            7 => Value::Object(self.map(prev.and_then(Value::as_object), depth)?),
+            8 => match prev {
+                Some(Value::Str(p)) => Value::Str(p.clone()),
+                _ => return Err("a string that refers to none before".into()),
+            },
+            9 => match prev {
+                Some(Value::Int(p)) => Value::Int(p.wrapping_add(unzigzag(self.c.u64_varint()?))),
+                _ => return Err("a number that refers to none before".into()),
+            },
             t => return Err(format!("a value of kind {t}")),
         })
     }
@@ -357,10 +530,103 @@ mod tests {
         assert!(size >= out.len() - HEADER + std::mem::size_of_val(&events[..]));
     }
 
+    /// Events that differ from the one before in every way the format
+    /// notes: the source, type, subject and host; given and generated ids,
+    /// out of order; times going back; keys added, dropped and renamed,
+    /// nested objects in arrays.
+    fn varied() -> Vec<Event> {
+        let mut events = sample();
+        events.extend(sample());
+        let mut e = events[0].clone();
+        e.id = EventId::Generated(1);
+        e.time = i64::MIN;
+        e.source = Str::from("hostwatch://h/other");
+        e.subject = Some(Str::from("/var/log/b.log"));
+        let mut inner = Map::new();
+        inner.push(Str::from("status"), Value::Int(i64::MAX));
+        inner.push(Str::from("path"), Value::Str(Str::from("/")));
+        let mut data = Map::new();
+        data.push(Str::from("message"), Value::Str(Str::from("x")));
+        data.push(Str::from("http"), Value::Object(inner.clone()));
+        data.push(Str::from("list"), Value::Array(vec![Value::Object(inner.clone()), Value::Float(-0.0)]));
+        e.data = Value::Object(data.clone());
+        events.push(e.clone());
+        e.id = EventId::Generated(u128::MAX);
+        e.time = i64::MAX;
+        inner.push(Str::from("extra"), Value::Null);
+        data.set_at(1, Value::Object(inner));
+        data.push(Str::from("n"), Value::Int(i64::MIN));
+        e.data = Value::Object(data);
+        events.push(e.clone());
+        e.subject = None;
+        e.host = Str::from("other host");
+        e.ty = Str::from("other.type");
+        e.data = Value::Array(vec![Value::Str(Str::from("a"))]);
+        events.push(e);
+        events
+    }
+
+    #[test]
+    fn events_that_differ_from_the_one_before_come_back_as_they_were() {
+        let events = varied();
+        let mut out = Vec::new();
+        encode(&events, &mut out);
+        assert_eq!(decode(Bytes::copy_from_slice(&out[HEADER..])).unwrap(), events);
+    }
+
+    #[test]
+    fn records_of_format_0_still_read() {
+        let events = varied();
+        let mut out = Vec::new();
+        v0::encode(&events, &mut out);
+        let (_, crc) = header(out[..HEADER].try_into().unwrap());
+        assert!(intact(&out[HEADER..], crc));
+        assert_eq!(decode(Bytes::copy_from_slice(&out[HEADER..])).unwrap(), events);
+    }
+
+    #[test]
+    fn a_log_line_takes_few_bytes_besides_its_text() {
+        // As the file source makes them: the line, its file, its offset.
+        let line =
+            |i: usize| format!("192.168.1.7 - - [27/Nov/2026:10:00:00 +0000] \"GET /{i} HTTP/1.1\" 200 512");
+        let file = Str::from("/var/log/nginx/access.log");
+        let mut ids = crate::event::id::IdGen::new();
+        ids.set_time(1_790_000_000_000);
+        let (mut offset, mut text) = (0, 0);
+        let events: Vec<Event> = (0..1000)
+            .map(|i| {
+                let line = line(i);
+                let mut data = Map::new();
+                data.push(Str::from_static("message"), Value::Str(Str::from(line.as_str())));
+                data.push(Str::from_static("file"), Value::Str(file.clone()));
+                data.push(Str::from_static("offset"), Value::Int(offset));
+                offset += line.len() as i64 + 1;
+                text += line.len();
+                Event {
+                    id: EventId::Generated(ids.next_id()),
+                    time: 1_790_000_000_000_000 + i as i64,
+                    ty: Str::from_static("log.line"),
+                    source: Str::from_static("hostwatch://web-1/logs"),
+                    subject: Some(file.clone()),
+                    host: Str::from_static("web-1"),
+                    attrs: Map::new(),
+                    data: Value::Object(data),
+                }
+            })
+            .collect();
+        let mut out = Vec::new();
+        encode(&events, &mut out);
+        let overhead = (out.len() - text) / 1000;
+        // flags, id (1 + 4), time, data (tag, count), message (key, tag,
+        // length), file (key, tag), offset (key, tag, difference).
+        assert!(overhead <= 18, "{overhead} bytes per event besides the line");
+        assert_eq!(decode(Bytes::copy_from_slice(&out[HEADER..])).unwrap(), events);
+    }
+
     #[test]
     fn damage_is_caught_by_the_checksum_or_the_decoder_never_a_panic() {
         let mut out = Vec::new();
-        encode(&sample(), &mut out);
+        encode(&varied(), &mut out);
         let (_, crc) = header(out[..HEADER].try_into().unwrap());
         for i in HEADER..out.len() {
             let mut bad = out.clone();

@@ -141,24 +141,17 @@ struct Head {
     json: Vec<u8>,
 }
 
-/// Equal strings; the same memory is equal without a look at the bytes.
-fn same(a: &Str, b: &Str) -> bool {
-    (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
-}
-
 impl Head {
     fn matches(&self, e: &Event, default_type: bool) -> bool {
         !self.json.is_empty()
             && self.time == e.time
             && self.default_type == default_type
-            && same(&self.source, &e.source)
-            && same(&self.ty, &e.ty)
-            && same(&self.host, &e.host)
-            && match (&self.subject, &e.subject) {
-                (Some(a), Some(b)) => same(a, b),
-                (None, None) => true,
-                _ => false,
-            }
+            // `Str` equality looks at the pointers first: these are most
+            // often the same memory.
+            && self.source == e.source
+            && self.ty == e.ty
+            && self.host == e.host
+            && self.subject == e.subject
     }
 
     fn build(&mut self, e: &Event, default_type: bool) {

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// An immutable, cheaply clonable UTF-8 string.
-#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Default, Eq, PartialOrd, Ord)]
 pub struct Str(Bytes);
 
 impl Str {
@@ -137,6 +137,19 @@ impl Borrow<str> for Str {
 impl Hash for Str {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.as_str().hash(state)
+    }
+}
+
+impl PartialEq for Str {
+    /// Strings that share their memory (interned names, one source's URI)
+    /// are equal without a look at the bytes; and `memcmp` is not called
+    /// for empty ones, whose pointer is dangling: glibc's AVX-512 `memcmp`
+    /// loads from it under a zero mask, which takes a slow microcode
+    /// assist on some CPUs.
+    #[inline]
+    fn eq(&self, other: &Str) -> bool {
+        let (a, b) = (self.0.as_ref(), other.0.as_ref());
+        a.len() == b.len() && (a.is_empty() || std::ptr::eq(a.as_ptr(), b.as_ptr()) || a == b)
     }
 }
 

@@ -63,6 +63,11 @@ impl Map {
         self.0[..n.min(self.0.len())].iter().position(|(k, _)| k.as_str() == key)
     }
 
+    /// The `i`th key and value.
+    pub fn entry_at(&self, i: usize) -> Option<(&Str, &Value)> {
+        self.0.get(i).map(|(k, v)| (k, v))
+    }
+
     pub fn set_at(&mut self, i: usize, value: Value) {
         if let Some(slot) = self.0.get_mut(i) {
             slot.1 = value;

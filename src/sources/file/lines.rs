@@ -75,6 +75,12 @@ impl Lines {
         }
         self.next += n as u64;
         self.partial.clear();
+        // The lines given out hold the buffer until their events are
+        // delivered: a short read (a file that grows slowly) must not keep
+        // a whole chunk's capacity alive per batch of a few lines.
+        if buf.len() < self.chunk / 4 {
+            buf.shrink_to_fit();
+        }
         self.split(Bytes::from(buf), keep, emit);
         Ok(n)
     }
