@@ -293,6 +293,9 @@ impl Writer {
                 self.metrics.add_error("buffer_write", 1);
             }
             failures += 1;
+            // What a partial write left goes, so that the retry appends the
+            // record where it belongs.
+            let _ = self.file.set_len(self.at.offset);
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         let start = self.at;

@@ -251,6 +251,10 @@ impl Writer<'_> {
 
 // === decoding ===
 
+/// What is wrong with a record. A constant: the decoder's small functions
+/// return their results in registers, which a `String` error prevents.
+type Bad = &'static str;
+
 /// Reads a payload that passed its checksum. An error means the writer and
 /// the reader disagree on the format (or the checksum missed a corruption).
 pub fn decode(payload: Bytes) -> Result<Vec<Event>, String> {
@@ -265,9 +269,12 @@ pub fn decode_sized(payload: Bytes) -> Result<(Vec<Event>, usize), String> {
     let mut r = Cursor { b: payload, at: 0, entries: 0, elements: 0 };
     let word = r.u32()?;
     let n = count(word) as usize;
-    // Each event takes at least 6 bytes: no allocation from a bogus count.
-    let mut events = Vec::with_capacity(n.min(r.b.len() / 6 + 1));
-    match word >> COUNT_BITS {
+    // An event takes at least 4 bytes in format 1, 40 in format 0: no
+    // allocation from a bogus count.
+    let format = word >> COUNT_BITS;
+    let least = if format == 0 { 40 } else { 4 };
+    let mut events = Vec::with_capacity(n.min(r.b.len() / least + 1));
+    match format {
         0 => v0::decode(&mut r, n, &mut events)?,
         FORMAT => {
             let mut state = Reader { c: &mut r, high: 0, time: 0 };
@@ -298,30 +305,53 @@ struct Cursor {
 }
 
 impl Cursor {
-    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+    fn take(&mut self, n: usize) -> Result<&[u8], Bad> {
         let end = self.at.checked_add(n).filter(|e| *e <= self.b.len()).ok_or("a record cut short")?;
         let s = &self.b[self.at..end];
         self.at = end;
         Ok(s)
     }
 
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
+    #[inline]
+    fn u8(&mut self) -> Result<u8, Bad> {
+        let b = *self.b.get(self.at).ok_or("a record cut short")?;
+        self.at += 1;
+        Ok(b)
     }
 
-    fn u32(&mut self) -> Result<u32, String> {
+    fn u32(&mut self) -> Result<u32, Bad> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    fn u64(&mut self) -> Result<u64, String> {
+    fn u64(&mut self) -> Result<u64, Bad> {
         let b = self.take(8)?;
         let mut a = [0; 8];
         a.copy_from_slice(b);
         Ok(u64::from_le_bytes(a))
     }
 
-    fn varint(&mut self) -> Result<u128, String> {
+    /// A varint of up to 64 bits: a length, a count, a number.
+    #[inline]
+    fn varint(&mut self) -> Result<u64, Bad> {
+        // Most are a single byte.
+        let b = self.u8()?;
+        if b < 0x80 {
+            return Ok(u64::from(b));
+        }
+        let mut n = u64::from(b & 0x7f);
+        for shift in (7..64).step_by(7) {
+            let b = self.u8()?;
+            n |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(n);
+            }
+        }
+        Err("a number too long")
+    }
+
+    /// A varint of up to 128 bits (an id's difference).
+    fn varint128(&mut self) -> Result<u128, Bad> {
         let mut n = 0u128;
         for shift in (0..128).step_by(7) {
             let b = self.u8()?;
@@ -330,35 +360,32 @@ impl Cursor {
                 return Ok(n);
             }
         }
-        Err("a number too long".into())
+        Err("a number too long")
     }
 
     /// A varint that must fit `usize`: a length or a count.
-    fn len(&mut self) -> Result<usize, String> {
-        usize::try_from(self.varint()?).map_err(|_| "a length too large".to_string())
-    }
-
-    fn u64_varint(&mut self) -> Result<u64, String> {
-        u64::try_from(self.varint()?).map_err(|_| "a number too large".to_string())
+    #[inline]
+    fn len(&mut self) -> Result<usize, Bad> {
+        usize::try_from(self.varint()?).map_err(|_| "a length too large")
     }
 
     /// The next `n` bytes as a string sharing the payload's memory.
-    fn str_of(&mut self, n: usize) -> Result<Str, String> {
+    fn str_of(&mut self, n: usize) -> Result<Str, Bad> {
         let start = self.at;
         self.take(n)?;
-        Str::from_utf8(self.b.slice(start..start + n)).map_err(|e| format!("a string that is not UTF-8: {e}"))
+        Str::from_utf8(self.b.slice(start..start + n)).map_err(|_| "a string that is not UTF-8")
     }
 
     /// The next `n` bytes as a string that likely repeats (a name):
     /// interned while the table has room.
-    fn name_of(&mut self, n: usize) -> Result<Str, String> {
+    fn name_of(&mut self, n: usize) -> Result<Str, Bad> {
         let start = self.at;
         let bytes = self.take(n)?;
-        let text = std::str::from_utf8(bytes).map_err(|e| format!("a string that is not UTF-8: {e}"))?;
+        let text = std::str::from_utf8(bytes).map_err(|_| "a string that is not UTF-8")?;
         if let Some(s) = crate::event::intern_some(text) {
             return Ok(Str::from_static(s));
         }
-        Str::from_utf8(self.b.slice(start..start + n)).map_err(|e| e.to_string())
+        Str::from_utf8(self.b.slice(start..start + n)).map_err(|_| "a string that is not UTF-8")
     }
 }
 
@@ -369,20 +396,21 @@ struct Reader<'a> {
     time: i64,
 }
 
+const MISSING: Bad = "a record that refers to an event before its first";
+
 impl Reader<'_> {
-    fn name(&mut self) -> Result<Str, String> {
+    fn name(&mut self) -> Result<Str, Bad> {
         let n = self.c.len()?;
         self.c.name_of(n)
     }
 
-    fn event(&mut self, prev: Option<&Event>) -> Result<Event, String> {
+    fn event(&mut self, prev: Option<&Event>) -> Result<Event, Bad> {
         let flags = self.c.u8()?;
-        let missing = || "a record that refers to an event before its first".to_string();
         let id = if flags & ID_GIVEN != 0 {
             let n = self.c.len()?;
             EventId::Given(self.c.str_of(n)?)
         } else {
-            let z = self.c.varint()?;
+            let z = self.c.varint128()?;
             let delta = (z >> 1) as i128 ^ -((z & 1) as i128);
             let high = (self.high as i128)
                 .checked_add(delta)
@@ -392,60 +420,65 @@ impl Reader<'_> {
             self.high = high;
             EventId::Generated(high << 32 | u128::from(self.c.u32()?))
         };
-        self.time = self.time.wrapping_add(unzigzag(self.c.u64_varint()?));
+        self.time = self.time.wrapping_add(unzigzag(self.c.varint()?));
         let ty = match flags & SAME_TYPE {
             0 => self.name()?,
-            _ => prev.ok_or_else(missing)?.ty.clone(),
+            _ => prev.ok_or(MISSING)?.ty.clone(),
         };
         let source = match flags & SAME_SOURCE {
             0 => self.name()?,
-            _ => prev.ok_or_else(missing)?.source.clone(),
+            _ => prev.ok_or(MISSING)?.source.clone(),
         };
         let subject = match (flags & SUBJECT, flags & SAME_SUBJECT) {
             (0, _) => None,
             (_, 0) => Some(self.name()?),
-            _ => Some(prev.and_then(|p| p.subject.clone()).ok_or_else(missing)?),
+            _ => Some(prev.and_then(|p| p.subject.clone()).ok_or(MISSING)?),
         };
         let host = match flags & SAME_HOST {
             0 => self.name()?,
-            _ => prev.ok_or_else(missing)?.host.clone(),
+            _ => prev.ok_or(MISSING)?.host.clone(),
         };
-        let attrs = match flags & ATTRS {
-            0 => Map::new(),
-            _ => self.map(prev.map(|p| &p.attrs), 0)?,
-        };
-        let data = self.value(prev.map(|p| &p.data), 0)?;
-        Ok(Event { id, time: self.time, ty, source, subject, host, attrs, data })
+        let mut e =
+            Event { id, time: self.time, ty, source, subject, host, attrs: Map::new(), data: Value::Null };
+        if flags & ATTRS != 0 {
+            e.attrs = self.map(prev.map(|p| &p.attrs), 0)?;
+        }
+        self.value(prev.map(|p| &p.data), 0, &mut e.data)?;
+        Ok(e)
     }
 
-    fn map(&mut self, prev: Option<&Map>, depth: usize) -> Result<Map, String> {
+    fn map(&mut self, prev: Option<&Map>, depth: usize) -> Result<Map, Bad> {
         let n = self.c.len()?;
-        let mut m = Map::with_capacity(n.min(self.c.b.len() - self.c.at));
+        let mut entries = Vec::with_capacity(n.min(self.c.b.len() - self.c.at));
         for i in 0..n {
             let before = prev.and_then(|p| p.entry_at(i));
             let k = match self.c.len()? {
                 0 => before.ok_or("a key that refers to none before")?.0.clone(),
                 n => self.c.name_of(n - 1)?,
             };
-            let v = self.value(before.map(|(_, v)| v), depth + 1)?;
-            m.push(k, v);
+            // The value is decoded in place: moving it out of a returned
+            // `Result` cost more than decoding it.
+            entries.push((k, Value::Null));
+            if let Some((_, slot)) = entries.last_mut() {
+                self.value(before.map(|(_, v)| v), depth + 1, slot)?;
+            }
         }
         // Counted once read: a bogus count fails above, it does not overflow.
         self.c.entries += n;
-        Ok(m)
+        Ok(Map::from_entries(entries))
     }
 
-    fn value(&mut self, prev: Option<&Value>, depth: usize) -> Result<Value, String> {
+    fn value(&mut self, prev: Option<&Value>, depth: usize, out: &mut Value) -> Result<(), Bad> {
         // JSON nests, but not without end: a bound keeps a corrupt record
         // from overflowing the stack.
         if depth > 256 {
-            return Err("values nested too deep".into());
+            return Err("values nested too deep");
         }
-        Ok(match self.c.u8()? {
+        *out = match self.c.u8()? {
             0 => Value::Null,
             1 => Value::Bool(false),
             2 => Value::Bool(true),
-            3 => Value::Int(unzigzag(self.c.u64_varint()?)),
+            3 => Value::Int(unzigzag(self.c.varint()?)),
             4 => Value::Float(f64::from_bits(self.c.u64()?)),
             5 => {
                 let n = self.c.len()?;
@@ -459,7 +492,10 @@ impl Reader<'_> {
                 };
                 let mut a = Vec::with_capacity(n.min(self.c.b.len() - self.c.at));
                 for i in 0..n {
-                    a.push(self.value(before.get(i), depth + 1)?);
+                    a.push(Value::Null);
+                    if let Some(slot) = a.last_mut() {
+                        self.value(before.get(i), depth + 1, slot)?;
+                    }
                 }
                 self.c.elements += n;
                 Value::Array(a)
@@ -467,14 +503,15 @@ impl Reader<'_> {
             7 => Value::Object(self.map(prev.and_then(Value::as_object), depth)?),
             8 => match prev {
                 Some(Value::Str(p)) => Value::Str(p.clone()),
-                _ => return Err("a string that refers to none before".into()),
+                _ => return Err("a string that refers to none before"),
             },
             9 => match prev {
-                Some(Value::Int(p)) => Value::Int(p.wrapping_add(unzigzag(self.c.u64_varint()?))),
-                _ => return Err("a number that refers to none before".into()),
+                Some(Value::Int(p)) => Value::Int(p.wrapping_add(unzigzag(self.c.varint()?))),
+                _ => return Err("a number that refers to none before"),
             },
-            t => return Err(format!("a value of kind {t}")),
-        })
+            _ => return Err("a value of an unknown kind"),
+        };
+        Ok(())
     }
 }
 

@@ -63,6 +63,11 @@ impl Map {
         self.0[..n.min(self.0.len())].iter().position(|(k, _)| k.as_str() == key)
     }
 
+    /// A map of these entries, whose keys the caller knows are distinct.
+    pub fn from_entries(entries: Vec<(Str, Value)>) -> Self {
+        Map(entries)
+    }
+
     /// The `i`th key and value.
     pub fn entry_at(&self, i: usize) -> Option<(&Str, &Value)> {
         self.0.get(i).map(|(k, v)| (k, v))

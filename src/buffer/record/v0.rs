@@ -10,11 +10,11 @@
 //!
 //! Little-endian throughout.
 
-use super::Cursor;
+use super::{Bad, Cursor};
 use crate::event::{Event, EventId, Map, Str, Value};
 
 /// Reads `n` events into `events`.
-pub(super) fn decode(c: &mut Cursor, n: usize, events: &mut Vec<Event>) -> Result<(), String> {
+pub(super) fn decode(c: &mut Cursor, n: usize, events: &mut Vec<Event>) -> Result<(), Bad> {
     let mut r = Reader { c, slots: [""; SLOTS] };
     for _ in 0..n {
         events.push(r.event()?);
@@ -56,14 +56,14 @@ const HOST: usize = 3;
 const FIELDS: usize = 4;
 
 impl Reader<'_> {
-    fn str(&mut self) -> Result<Str, String> {
+    fn str(&mut self) -> Result<Str, Bad> {
         let n = self.c.u32()? as usize;
         self.c.str_of(n)
     }
 
     /// A string that likely repeats at this place (`slot`): interned when
     /// possible.
-    fn name(&mut self, slot: usize) -> Result<Str, String> {
+    fn name(&mut self, slot: usize) -> Result<Str, Bad> {
         let n = self.c.u32()? as usize;
         let last = self.slots[slot.min(SLOTS - 1)];
         let start = self.c.at;
@@ -71,15 +71,15 @@ impl Reader<'_> {
         if same(last.as_bytes(), bytes) {
             return Ok(Str::from_static(last));
         }
-        let text = std::str::from_utf8(bytes).map_err(|e| format!("a string that is not UTF-8: {e}"))?;
+        let text = std::str::from_utf8(bytes).map_err(|_| "a string that is not UTF-8")?;
         if let Some(s) = crate::event::intern_some(text) {
             self.slots[slot.min(SLOTS - 1)] = s;
             return Ok(Str::from_static(s));
         }
-        Str::from_utf8(self.c.b.slice(start..start + n)).map_err(|e| e.to_string())
+        Str::from_utf8(self.c.b.slice(start..start + n)).map_err(|_| "a string that is not UTF-8")
     }
 
-    fn event(&mut self) -> Result<Event, String> {
+    fn event(&mut self) -> Result<Event, Bad> {
         let id = match self.c.u8()? {
             0 => {
                 let b = self.c.take(16)?;
@@ -88,7 +88,7 @@ impl Reader<'_> {
                 EventId::Generated(u128::from_le_bytes(a))
             }
             1 => EventId::Given(self.str()?),
-            t => return Err(format!("an id of kind {t}")),
+            _ => return Err("an id of an unknown kind"),
         };
         let time = self.c.u64()? as i64;
         let ty = self.name(TYPE)?;
@@ -103,7 +103,7 @@ impl Reader<'_> {
         Ok(Event { id, time, ty, source, subject, host, attrs, data })
     }
 
-    fn map(&mut self, depth: usize) -> Result<Map, String> {
+    fn map(&mut self, depth: usize) -> Result<Map, Bad> {
         let n = self.c.u32()? as usize;
         let mut m = Map::with_capacity(n.min(self.c.b.len() - self.c.at));
         for i in 0..n {
@@ -118,11 +118,11 @@ impl Reader<'_> {
         Ok(m)
     }
 
-    fn value(&mut self, depth: usize) -> Result<Value, String> {
+    fn value(&mut self, depth: usize) -> Result<Value, Bad> {
         // JSON nests, but not without end: a bound keeps a corrupt record
         // from overflowing the stack.
         if depth > 256 {
-            return Err("values nested too deep".into());
+            return Err("values nested too deep");
         }
         Ok(match self.c.u8()? {
             0 => Value::Null,
@@ -141,7 +141,7 @@ impl Reader<'_> {
                 Value::Array(a)
             }
             7 => Value::Object(self.map(depth)?),
-            t => return Err(format!("a value of kind {t}")),
+            _ => return Err("a value of an unknown kind"),
         })
     }
 }
