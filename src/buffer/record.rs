@@ -335,19 +335,13 @@ impl Cursor {
     #[inline]
     fn varint(&mut self) -> Result<u64, Bad> {
         // Most are a single byte.
-        let b = self.u8()?;
-        if b < 0x80 {
+        if let Some(&b) = self.b.get(self.at)
+            && b < 0x80
+        {
+            self.at += 1;
             return Ok(u64::from(b));
         }
-        let mut n = u64::from(b & 0x7f);
-        for shift in (7..64).step_by(7) {
-            let b = self.u8()?;
-            n |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(n);
-            }
-        }
-        Err("a number too long")
+        u64::try_from(self.varint128()?).map_err(|_| "a number too large")
     }
 
     /// A varint of up to 128 bits (an id's difference).
