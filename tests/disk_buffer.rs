@@ -282,6 +282,72 @@ async fn a_full_disk_buffer_blocks_or_drops_and_counts() {
     }
 }
 
+/// Sinks slower than their sources: a file source waits for its sink (its
+/// lines wait in the file) instead of filling the disk buffer ahead of it,
+/// while events that applications push, which cannot wait, are taken at
+/// once and wait on disk. Everything arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_sink_holds_back_a_file_source_but_not_pushed_events() {
+    const LINES: u64 = 100_000;
+    const PUSHED: u64 = 20_000;
+    let receiver = Receiver::start(Mode::Accept).await;
+    receiver.count_only();
+    receiver.set_delay(Duration::from_millis(20));
+    let dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let (api, ingest) = (free_port(), free_port());
+    // 20 ms a request: the file's sink takes 5,000 events a second, the
+    // pushed events' 500, until the delay ends.
+    let sink = |name: &str, input: &str, per_request: u32| {
+        format!(
+            "  {name}:\n    type: http\n    inputs: [{input}]\n    url: {url}\n    \
+             request: {{concurrency: 1}}\n    batch: {{max_events: {per_request}}}\n    \
+             buffer: {{type: disk}}\n",
+            url = receiver.url()
+        )
+    };
+    let text = format!(
+        "data_dir: {data}\nshutdown_timeout: 1s\napi:\n  address: 127.0.0.1:{api}\nsources:\n  \
+         logs:\n    type: file\n    include: [\"{dir}/app.log\"]\n  \
+         apps:\n    type: ingest\n    address: 127.0.0.1:{ingest}\nsinks:\n{files}{pushed}",
+        data = data.path().display(),
+        dir = dir.path().display(),
+        files = sink("files", "logs", 100),
+        pushed = sink("pushed", "apps", 10),
+    );
+    // Lines 0..LINES from the file; PUSHED more, numbered after them, pushed.
+    LogWriter::new(&dir.path().join("app.log")).write(0, LINES);
+    let mut agent = Agent::start(&text);
+    agent.wait_ready(api);
+    // Without the wait, the whole file would be read and on disk within a
+    // second; with it, the file source reads a batch (some 3,700 lines) as
+    // the sink takes one, and a few wait on the way.
+    let mut most = 0f64;
+    let mut read = 0f64;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let m = metrics(api).await;
+        most = most.max(metric(&m, "hostwatch_buffer_events{component_id=\"files\"").unwrap_or(0.0));
+        read = metric(&m, "hostwatch_events_received_total{component_id=\"logs\"").unwrap_or(0.0);
+    }
+    assert!(
+        most < 40_000.0 && read < (LINES / 2) as f64,
+        "{read} lines read and up to {most} waiting on disk in 2 s: the file source ran ahead of its sink"
+    );
+    let retried = common::publish(&format!("http://127.0.0.1:{ingest}/events"), LINES, PUSHED, 500).await;
+    assert_eq!(retried, 0, "pushed events were refused although the disk had room");
+    let pushed =
+        metric(&metrics(api).await, "hostwatch_buffer_events{component_id=\"pushed\"").unwrap_or(0.0);
+    eprintln!("{read} lines read, up to {most} waiting on disk; pushed events waiting on disk: {pushed}");
+    assert!(pushed > (PUSHED / 2) as f64, "only {pushed} pushed events waited on disk: were they held back?");
+    receiver.set_delay(Duration::ZERO);
+    receiver.wait_for_unique(LINES + PUSHED, Duration::from_secs(120)).await;
+    let (missing, _, beyond) = receiver.seq_report(LINES + PUSHED);
+    assert!(missing.is_empty() && beyond == 0, "{} lost", missing.len());
+    agent.signal("TERM");
+    agent.wait_exit(Duration::from_secs(10));
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()

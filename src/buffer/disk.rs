@@ -10,7 +10,10 @@
 //! - the reader reads records in order, from where the last run stopped,
 //!   and hands them to the sink's driver through a small memory channel;
 //!   the records written last it takes from memory instead (see `Recent`),
-//!   so that a sink that keeps up costs no read and no decoding;
+//!   so that a sink that keeps up costs no read and no decoding; a source
+//!   that loses nothing by waiting (a file source) is held to the reader's
+//!   pace while the sink delivers, rather than run ahead only for its
+//!   events to be read back (`Writer::wait_for_reader`);
 //! - the acker waits for the driver to settle each record in order, keeps
 //!   the position of the first one not delivered in the file `acked`, and
 //!   deletes segments once every record in them is delivered.
@@ -59,9 +62,9 @@ pub struct Position {
 /// The records written last, still in memory, for the reader: when it has
 /// caught up with the writer (a sink that keeps up, the usual case) it takes
 /// them from here instead of reading and decoding them again. At most
-/// `RECENT_RECORDS` records and `RECENT_BYTES` of events (a reader that
-/// keeps up needs one or two): the reader of a sink that is slow or down
-/// takes the rest from disk, and memory stays flat however far behind it
+/// `RECENT_RECORDS` records and `RECENT_BYTES` of events, or a single
+/// record of any size (a reader that keeps up needs one or two): the
+/// reader of a sink that is slow or down takes the rest from disk, and memory stays flat however far behind it
 /// is. Every record is on disk all the same: a crash loses nothing.
 #[derive(Default)]
 struct Recent {
@@ -89,7 +92,27 @@ struct Shared {
     freed: Notify,
     /// Events written and not yet delivered.
     events: AtomicU64,
+    /// Records the reader has handed to the driver, and a wake-up for a
+    /// writer that waits for it (see `Writer::wait_for_reader`).
+    handed: AtomicU64,
+    taken: Notify,
 }
+
+impl Recent {
+    /// Would a record of `size` bytes of events be kept?
+    fn has_room(&self, size: usize) -> bool {
+        // An empty window takes a record however large: a file source
+        // hands over a megabyte at a time when it reads fast, and a window
+        // that refused those was never used at all.
+        self.records.is_empty() || self.records.len() < RECENT_RECORDS && self.bytes + size <= RECENT_BYTES
+    }
+}
+
+/// A reader that hands nothing to the driver for this long is stalled (a
+/// sink that is down or stuck): the writer stops waiting for it. Longer
+/// than a slow sink's request takes, short enough that an outage costs a
+/// file source only a moment's pause before the disk takes over.
+const READER_STALL: Duration = Duration::from_secs(1);
 
 pub fn segment_path(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("{n:020}.seg"))
@@ -196,6 +219,8 @@ pub fn start(
         bytes: AtomicU64::new(bytes),
         freed: Notify::new(),
         events: AtomicU64::new(waiting),
+        handed: AtomicU64::new(0),
+        taken: Notify::new(),
     });
     metrics.buffer_bytes.store(bytes, Relaxed);
     metrics.buffer_events.store(waiting, Relaxed);
@@ -216,6 +241,7 @@ pub fn start(
         at: Position { segment: first_new, offset: 0 },
         buf: Vec::new(),
         unsynced: Vec::new(),
+        stalled_at: None,
     };
     tokio::spawn(writer.run(input));
     tokio::spawn(read(settings.dir.clone(), start, shared.clone(), out, acks_tx, metrics.clone()));
@@ -241,6 +267,9 @@ struct Writer {
     buf: Vec<u8>,
     /// Acknowledgements of batches written since the last sync.
     unsynced: Vec<AckSet>,
+    /// The reader's count of records handed when it was last found stalled:
+    /// no waiting for it until it moves again.
+    stalled_at: Option<u64>,
 }
 
 impl Writer {
@@ -304,16 +333,57 @@ impl Writer {
         self.shared.events.fetch_add(batch.len() as u64, Relaxed);
         self.publish_gauges();
         self.unsynced.push(std::mem::take(&mut batch.acks));
+        if batch.may_wait {
+            self.wait_for_reader(batch.size()).await;
+        }
         {
             let mut recent = lock(&self.shared.recent);
             // Full: the reader is behind, and finds this one on disk.
-            if recent.records.len() < RECENT_RECORDS && recent.bytes + batch.size() <= RECENT_BYTES {
+            if recent.has_room(batch.size()) {
                 recent.bytes += batch.size();
                 recent.records.push_back((start, self.at, batch));
             }
         }
         *lock(&self.shared.written) = self.at;
         self.shared.more.notify_one();
+    }
+
+    /// Waits, for a source that loses nothing by it, until the reader has
+    /// room in memory for the record just written (it is on disk, not yet
+    /// announced): the source goes at the pace of the sink, and the reader
+    /// takes every record from memory. Without the wait a file source that
+    /// reads faster than the sink delivers runs ahead, and every record is
+    /// read back and decoded: half again the work of a memory buffer.
+    /// A reader that is stalled (the sink down) is not waited for: the
+    /// disk takes what comes, as it does for sources that cannot wait. One
+    /// that is far behind (draining what an outage left) is: the file
+    /// source waits until the backlog is delivered, oldest first.
+    async fn wait_for_reader(&mut self, size: usize) {
+        let mut seen = self.shared.handed.load(Relaxed);
+        if self.stalled_at == Some(seen) {
+            return;
+        }
+        self.stalled_at = None;
+        let mut since_sync = Instant::now();
+        loop {
+            let taken = self.shared.taken.notified();
+            if lock(&self.shared.recent).has_room(size) {
+                return;
+            }
+            if tokio::time::timeout(READER_STALL, taken).await.is_err() {
+                let now = self.shared.handed.load(Relaxed);
+                if now == seen {
+                    self.stalled_at = Some(now);
+                    return;
+                }
+                seen = now;
+            }
+            // What is written is acknowledged while waiting.
+            if since_sync.elapsed() >= self.settings.sync_interval {
+                self.sync().await;
+                since_sync = Instant::now();
+            }
+        }
     }
 
     /// Makes what was written durable, then acknowledges it.
@@ -463,6 +533,8 @@ async fn read(
             continue;
         }
         if let Some((end, mut batch)) = take_recent(&shared, at) {
+            // Room in the window for a writer that waits.
+            shared.taken.notify_one();
             let (share, status) = token();
             batch.acks = AckSet::one(share);
             let (n, bytes) = (batch.len() as u64, end.offset - at.offset);
@@ -471,6 +543,7 @@ async fn read(
             }
             at = end;
             let _ = acks.send(Handed { end: at, events: n, bytes, status });
+            shared.handed.fetch_add(1, Relaxed);
             continue;
         }
         let path = segment_path(&dir, at.segment);
@@ -501,6 +574,8 @@ async fn read(
                     return;
                 }
                 let _ = acks.send(Handed { end: at, events: n, bytes: len, status });
+                shared.handed.fetch_add(1, Relaxed);
+                shared.taken.notify_one();
             }
             Ok(None) if at.segment < written.segment => {
                 at = Position { segment: at.segment + 1, offset: 0 };

@@ -71,17 +71,22 @@ pub struct EventBatch {
     events: Arc<Vec<Event>>,
     pub acks: AckSet,
     size: usize,
+    /// The source loses nothing by waiting: a file source's events stay in
+    /// their file until it reads them. A disk buffer ahead of a slower sink
+    /// holds such a source back rather than write its events to disk only
+    /// to read them back (see `buffer::disk`). Default: `false`.
+    pub may_wait: bool,
 }
 
 impl EventBatch {
     pub fn new(events: Vec<Event>, acks: AckSet) -> Self {
         let size = events.iter().map(Event::size_estimate).sum();
-        EventBatch { events: Arc::new(events), acks, size }
+        EventBatch { events: Arc::new(events), acks, size, may_wait: false }
     }
 
     /// A batch whose size the maker knows without walking every event.
     pub fn with_size(events: Vec<Event>, acks: AckSet, size: usize) -> Self {
-        EventBatch { events: Arc::new(events), acks, size }
+        EventBatch { events: Arc::new(events), acks, size, may_wait: false }
     }
 
     pub fn len(&self) -> usize {

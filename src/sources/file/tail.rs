@@ -694,10 +694,12 @@ impl Tailer {
         let n = events.len();
         self.metrics.add_in(n);
         let (share, receiver) = ack::token();
-        let batch = match size {
+        let mut batch = match size {
             Some(size) => EventBatch::with_size(events, AckSet::one(share), size),
             None => EventBatch::new(events, AckSet::one(share)),
         };
+        // What is not read yet waits in the file.
+        batch.may_wait = true;
         let out = &mut self.out;
         let shutdown = &self.shutdown;
         let sent = self.runtime.block_on(async {
