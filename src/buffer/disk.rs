@@ -242,6 +242,7 @@ pub fn start(
         buf: Vec::new(),
         unsynced: Vec::new(),
         stalled_at: None,
+        impatient: None,
     };
     tokio::spawn(writer.run(input));
     tokio::spawn(read(settings.dir.clone(), start, shared.clone(), out, acks_tx, metrics.clone()));
@@ -270,7 +271,13 @@ struct Writer {
     /// The reader's count of records handed when it was last found stalled:
     /// no waiting for it until it moves again.
     stalled_at: Option<u64>,
+    /// When a batch from a source that cannot wait last came.
+    impatient: Option<Instant>,
 }
+
+/// How long after a batch from a source that cannot wait (ingest, capture)
+/// no source is held to the reader's pace.
+const IMPATIENT_HOLD: Duration = Duration::from_secs(10);
 
 impl Writer {
     async fn run(mut self, mut input: Receiver) {
@@ -333,7 +340,12 @@ impl Writer {
         self.shared.events.fetch_add(batch.len() as u64, Relaxed);
         self.publish_gauges();
         self.unsynced.push(std::mem::take(&mut batch.acks));
-        if batch.may_wait {
+        // A sink fed by sources that cannot wait as well: theirs would
+        // queue behind the held ones, so none are held for a while.
+        if !batch.may_wait {
+            self.impatient = Some(Instant::now());
+        }
+        if batch.may_wait && self.impatient.is_none_or(|t| t.elapsed() >= IMPATIENT_HOLD) {
             self.wait_for_reader(batch.size()).await;
         }
         {
