@@ -64,8 +64,9 @@ pub struct Position {
 /// them from here instead of reading and decoding them again. At most
 /// `RECENT_RECORDS` records and `RECENT_BYTES` of events, or a single
 /// record of any size (a reader that keeps up needs one or two): the
-/// reader of a sink that is slow or down takes the rest from disk, and memory stays flat however far behind it
-/// is. Every record is on disk all the same: a crash loses nothing.
+/// reader of a sink that is slow or down takes the rest from disk, and
+/// memory stays flat however far behind it is. Every record is on disk all
+/// the same: a crash loses nothing.
 #[derive(Default)]
 struct Recent {
     /// Each record's start and end in the log, and its events.
@@ -75,6 +76,16 @@ struct Recent {
 
 const RECENT_RECORDS: usize = 16;
 const RECENT_BYTES: usize = 1 << 20;
+
+impl Recent {
+    /// Would a record of `size` bytes of events be kept?
+    fn has_room(&self, size: usize) -> bool {
+        // An empty window takes a record however large: a file source
+        // hands over a megabyte at a time when it reads fast, and a window
+        // that refused those was never used at all.
+        self.records.is_empty() || self.records.len() < RECENT_RECORDS && self.bytes + size <= RECENT_BYTES
+    }
+}
 
 /// What the three tasks share.
 struct Shared {
@@ -96,16 +107,6 @@ struct Shared {
     /// writer that waits for it (see `Writer::wait_for_reader`).
     handed: AtomicU64,
     taken: Notify,
-}
-
-impl Recent {
-    /// Would a record of `size` bytes of events be kept?
-    fn has_room(&self, size: usize) -> bool {
-        // An empty window takes a record however large: a file source
-        // hands over a megabyte at a time when it reads fast, and a window
-        // that refused those was never used at all.
-        self.records.is_empty() || self.records.len() < RECENT_RECORDS && self.bytes + size <= RECENT_BYTES
-    }
 }
 
 /// A reader that hands nothing to the driver for this long is stalled (a

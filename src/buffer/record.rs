@@ -333,20 +333,14 @@ impl Cursor {
     /// A varint of up to 64 bits: a length, a count, a number.
     #[inline]
     fn varint(&mut self) -> Result<u64, Bad> {
-        // Most are a single byte.
-        if let Some(&b) = self.b.get(self.at)
-            && b < 0x80
-        {
-            self.at += 1;
-            return Ok(u64::from(b));
-        }
-        u64::try_from(self.varint128_long()?).map_err(|_| "a number too large")
+        u64::try_from(self.varint128()?).map_err(|_| "a number too large")
     }
 
     /// A varint of up to 128 bits (an id's difference).
     #[inline]
     fn varint128(&mut self) -> Result<u128, Bad> {
-        // Ids of one generator follow each other closely: mostly one byte.
+        // Most are a single byte (lengths, counts, the difference between
+        // the ids of one generator): read without the loop.
         if let Some(&b) = self.b.get(self.at)
             && b < 0x80
         {
