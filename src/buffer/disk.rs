@@ -10,10 +10,18 @@
 //! - the reader reads records in order, from where the last run stopped,
 //!   and hands them to the sink's driver through a small memory channel;
 //!   the records written last it takes from memory instead (see `Recent`),
-//!   so that a sink that keeps up costs no read and no decoding; a source
-//!   that loses nothing by waiting (a file source) is held to the reader's
-//!   pace while the sink delivers, rather than run ahead only for its
-//!   events to be read back (`Writer::wait_for_reader`);
+//!   so that a sink that keeps up costs no read and no decoding;
+//! - a source that loses nothing by waiting (a file source: its lines stay
+//!   in their file) is held to the reader's pace while the sink delivers,
+//!   rather than run ahead only for its events to be read back
+//!   (`Writer::wait_for_room`); and its batches that the reader has room
+//!   for go to it from memory without touching the disk ("passed"): they
+//!   are acknowledged to the source once the sink delivers them, as with a
+//!   memory buffer, so that a crash makes the source read them again.
+//!   The disk takes what the sink cannot take yet: every batch of a source
+//!   that cannot wait, and a file source's once the reader is a window
+//!   behind or stalled (the sink down), with copies of the passed batches
+//!   the sink still holds (as it does when the sink holds one for long);
 //! - the acker waits for the driver to settle each record in order, keeps
 //!   the position of the first one not delivered in the file `acked`, and
 //!   deletes segments once every record in them is delivered.
@@ -52,11 +60,25 @@ pub struct Settings {
     pub segment_size: u64,
 }
 
-/// A position in the log: segment number and byte offset in it.
+/// A position in the log: segment number and byte offset in it, and the
+/// passed records (in memory only) since that byte.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Position {
     pub segment: u64,
     pub offset: u64,
+    pub passed: u64,
+}
+
+impl Position {
+    /// The start of segment `n`.
+    fn segment(n: u64) -> Self {
+        Position { segment: n, offset: 0, passed: 0 }
+    }
+
+    /// The same byte: a position saved or compared on disk.
+    fn same_byte(&self, other: &Position) -> bool {
+        (self.segment, self.offset) == (other.segment, other.offset)
+    }
 }
 
 /// The records written last, still in memory, for the reader: when it has
@@ -104,9 +126,14 @@ struct Shared {
     /// Events written and not yet delivered.
     events: AtomicU64,
     /// Records the reader has handed to the driver, and a wake-up for a
-    /// writer that waits for it (see `Writer::wait_for_reader`).
+    /// writer that waits for it (see `Writer::wait_for_room`).
     handed: AtomicU64,
     taken: Notify,
+    /// Copies of passed batches that the writer put on disk once the sink
+    /// fell behind (see `Writer::shadow`): each run's start, end and bytes. The
+    /// reader steps over them, since it hands the batches from memory; a
+    /// reader after a restart reads them.
+    shadows: Mutex<std::collections::VecDeque<(Position, Position, u64)>>,
 }
 
 /// A reader that hands nothing to the driver for this long is stalled (a
@@ -136,7 +163,7 @@ pub fn segments(dir: &Path) -> io::Result<Vec<u64>> {
 pub fn load_acked(dir: &Path) -> Option<Position> {
     let text = fs::read_to_string(dir.join("acked")).ok()?;
     let (s, o) = text.trim().split_once(' ')?;
-    Some(Position { segment: s.parse().ok()?, offset: o.parse().ok()? })
+    Some(Position { segment: s.parse().ok()?, offset: o.parse().ok()?, passed: 0 })
 }
 
 fn save_acked(dir: &Path, p: Position) -> io::Result<()> {
@@ -198,11 +225,8 @@ pub fn start(
     let start = match saved {
         Some(p) if existing.contains(&p.segment) => p,
         // Its segment was deleted (all delivered): the next one on.
-        Some(p) => Position {
-            segment: existing.iter().copied().find(|n| *n > p.segment).unwrap_or(first_new),
-            offset: 0,
-        },
-        None => Position { segment: existing.first().copied().unwrap_or(first_new), offset: 0 },
+        Some(p) => Position::segment(existing.iter().copied().find(|n| *n > p.segment).unwrap_or(first_new)),
+        None => Position::segment(existing.first().copied().unwrap_or(first_new)),
     };
     // What waits from the last run, for the gauges.
     let (mut waiting, mut bytes) = (0, 0);
@@ -214,7 +238,7 @@ pub fn start(
     }
     let shared = Arc::new(Shared {
         recent: Mutex::default(),
-        written: Mutex::new(Position { segment: first_new, offset: 0 }),
+        written: Mutex::new(Position::segment(first_new)),
         closed: AtomicBool::new(false),
         more: Notify::new(),
         bytes: AtomicU64::new(bytes),
@@ -222,6 +246,7 @@ pub fn start(
         events: AtomicU64::new(waiting),
         handed: AtomicU64::new(0),
         taken: Notify::new(),
+        shadows: Mutex::default(),
     });
     metrics.buffer_bytes.store(bytes, Relaxed);
     metrics.buffer_events.store(waiting, Relaxed);
@@ -239,11 +264,12 @@ pub fn start(
         shared: shared.clone(),
         metrics: metrics.clone(),
         file,
-        at: Position { segment: first_new, offset: 0 },
+        at: Position::segment(first_new),
         buf: Vec::new(),
         unsynced: Vec::new(),
         stalled_at: None,
         impatient: None,
+        passed: std::collections::VecDeque::new(),
     };
     tokio::spawn(writer.run(input));
     tokio::spawn(read(settings.dir.clone(), start, shared.clone(), out, acks_tx, metrics.clone()));
@@ -274,6 +300,41 @@ struct Writer {
     stalled_at: Option<u64>,
     /// When a batch from a source that cannot wait last came.
     impatient: Option<Instant>,
+    /// Batches passed in memory whose delivery is not settled yet, oldest
+    /// first.
+    passed: std::collections::VecDeque<Passed>,
+}
+
+/// A batch passed to the reader in memory: its events (shared, not
+/// copied), its source's acknowledgements, and the outcome of its delivery.
+struct Passed {
+    events: EventBatch,
+    acks: AckSet,
+    delivered: AckReceiver,
+    since: Instant,
+}
+
+/// How long a passed batch may wait for its delivery before the writer
+/// puts a copy on disk (see `Writer::shadow`).
+const PASSED_HOLD: Duration = Duration::from_secs(2);
+
+/// At most this many passed batches, holding about this many bytes of
+/// events, wait for their delivery: a sink holds its requests encoded,
+/// and these events are kept besides, for the copies. A file source waits
+/// for room while the sink delivers; once none is delivered for
+/// `PASSED_WAIT`, the batch goes to disk with copies of those passed: a
+/// sink that fills its requests slowly (a slow file, or many small
+/// batches), or retries one, would hold the source back.
+const PASSED_MAX: usize = 1024;
+const PASSED_BYTES: usize = 4 << 20;
+const PASSED_WAIT: Duration = Duration::from_millis(100);
+
+/// The outcome of the oldest passed batch's delivery; never, if none waits.
+async fn first_delivered(passed: &mut std::collections::VecDeque<Passed>) -> BatchStatus {
+    match passed.front_mut() {
+        Some(p) => (&mut p.delivered).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// How long after a batch from a source that cannot wait (ingest, capture)
@@ -290,16 +351,60 @@ impl Writer {
                     Some(batch) => self.append(batch).await,
                     None => break,
                 },
-                _ = tick.tick(), if !self.unsynced.is_empty() => self.sync().await,
+                _ = tick.tick() => {
+                    self.settle_delivered();
+                    // A sink that holds passed batches this long may be
+                    // down, and the source quiet (nothing comes that
+                    // would write them): their copies go to disk, so that
+                    // the source's checkpoint moves on.
+                    if self.passed.front().is_some_and(|p| p.since.elapsed() >= PASSED_HOLD) {
+                        self.shadow().await;
+                    }
+                    self.sync().await;
+                }
+                status = first_delivered(&mut self.passed) => {
+                    if let Some(p) = self.passed.pop_front() {
+                        p.acks.settle(status);
+                    }
+                    self.settle_delivered();
+                }
             }
         }
+        // What the sink has not delivered yet is kept on disk: the agent
+        // may stop before it is.
+        self.settle_delivered();
+        self.shadow().await;
         self.sync().await;
         self.shared.closed.store(true, Relaxed);
         self.shared.more.notify_one();
+        // Copies that did not fit: their sources hear the sink's outcome
+        // (or, should the agent stop first, read them again).
+        while let Some(p) = self.passed.pop_front() {
+            let status = p.delivered.await;
+            p.acks.settle(status);
+        }
     }
 
     async fn append(&mut self, mut batch: EventBatch) {
+        self.settle_delivered();
+        if batch.may_wait {
+            if self.impatient.is_none_or(|t| t.elapsed() >= IMPATIENT_HOLD) {
+                self.wait_for_room(batch.size()).await;
+            }
+            match self.pass(batch) {
+                Ok(()) => return,
+                Err(back) => batch = back,
+            }
+        } else {
+            // A sink fed by sources that cannot wait as well: theirs would
+            // queue behind the held ones, so none are held for a while.
+            self.impatient = Some(Instant::now());
+        }
+        // The passed batches not yet delivered go to disk first, in their
+        // place (see `shadow`), and count against `max_size` with it.
         self.buf.clear();
+        self.encode_passed();
+        let shadow_len = self.buf.len() as u64;
         record::encode(batch.events(), &mut self.buf);
         let len = self.buf.len() as u64;
         // Room on disk: wait for the sink (block) or drop (drop_newest).
@@ -311,6 +416,7 @@ impl Writer {
             if self.settings.when_full == WhenFull::DropNewest {
                 self.metrics.add_dropped(DropReason::BufferFull, batch.len());
                 batch.acks.settle(BatchStatus::Delivered);
+                self.shadow().await;
                 return;
             }
             // What is written is acknowledged before waiting.
@@ -318,6 +424,37 @@ impl Writer {
             let freed = self.shared.freed.notified();
             let _ = tokio::time::timeout(Duration::from_millis(500), freed).await;
         }
+        let before = self.at;
+        self.write().await;
+        // Where the batch's record starts: after the copies, or in a new
+        // segment.
+        let start = if self.at.segment == before.segment && shadow_len == 0 {
+            before
+        } else {
+            Position { segment: self.at.segment, offset: self.at.offset - (len - shadow_len), passed: 0 }
+        };
+        if shadow_len > 0 {
+            self.shadowed(before, start, shadow_len);
+        }
+        self.shared.events.fetch_add(batch.len() as u64, Relaxed);
+        self.publish_gauges();
+        self.unsynced.push(std::mem::take(&mut batch.acks));
+        {
+            let mut recent = lock(&self.shared.recent);
+            // Full: the reader is behind, and finds this one on disk.
+            if recent.has_room(batch.size()) {
+                recent.bytes += batch.size();
+                recent.records.push_back((start, self.at, batch));
+            }
+        }
+        *lock(&self.shared.written) = self.at;
+        self.shared.more.notify_one();
+    }
+
+    /// Appends the record in `buf` to the log, in a new segment if the
+    /// current one is full.
+    async fn write(&mut self) {
+        let len = self.buf.len() as u64;
         if self.at.offset > 0 && self.at.offset + len > self.settings.segment_size {
             self.rotate().await;
         }
@@ -335,61 +472,163 @@ impl Writer {
             let _ = self.file.set_len(self.at.offset);
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        let start = self.at;
-        self.at.offset += len;
+        self.at = Position { offset: self.at.offset + len, passed: 0, ..self.at };
         self.shared.bytes.fetch_add(len, Relaxed);
-        self.shared.events.fetch_add(batch.len() as u64, Relaxed);
-        self.publish_gauges();
-        self.unsynced.push(std::mem::take(&mut batch.acks));
-        // A sink fed by sources that cannot wait as well: theirs would
-        // queue behind the held ones, so none are held for a while.
-        if !batch.may_wait {
-            self.impatient = Some(Instant::now());
-        }
-        if batch.may_wait && self.impatient.is_none_or(|t| t.elapsed() >= IMPATIENT_HOLD) {
-            self.wait_for_reader(batch.size()).await;
-        }
-        {
-            let mut recent = lock(&self.shared.recent);
-            // Full: the reader is behind, and finds this one on disk.
-            if recent.has_room(batch.size()) {
-                recent.bytes += batch.size();
-                recent.records.push_back((start, self.at, batch));
+    }
+
+    /// Settles the source's acknowledgements of the passed batches whose
+    /// delivery is settled, in any order: a source keeps its own order of
+    /// checkpoints, and one batch that the sink retries must not keep the
+    /// events of those delivered after it in memory.
+    /// Returns whether any was.
+    fn settle_delivered(&mut self) -> bool {
+        let before = self.passed.len();
+        self.passed.retain_mut(|p| match futures_util::FutureExt::now_or_never(&mut p.delivered) {
+            Some(status) => {
+                std::mem::take(&mut p.acks).settle(status);
+                false
             }
+            None => true,
+        });
+        self.passed.len() < before
+    }
+
+    /// Copies of the passed batches not yet delivered, written before the
+    /// disk takes anything else: the sink has fallen behind, and held in
+    /// memory they would hold back their source (a file source's
+    /// checkpoint) for as long as the sink is down. On disk they are
+    /// acknowledged at the next sync, and read after a restart; the reader
+    /// of this run steps over them, as it hands the batches from memory.
+    /// Appends their records to `buf`.
+    fn encode_passed(&mut self) {
+        for p in &self.passed {
+            record::encode(p.events.events(), &mut self.buf);
         }
+    }
+
+    /// The copies of the passed batches were written from `start` (where
+    /// the reader finds them) to `end`: the reader is told to step over
+    /// them, and their sources' acknowledgements wait for the next sync.
+    fn shadowed(&mut self, start: Position, end: Position, bytes: u64) {
+        lock(&self.shared.shadows).push_back((start, end, bytes));
+        for p in self.passed.drain(..) {
+            self.unsynced.push(p.acks);
+        }
+    }
+
+    /// Writes the copies of the passed batches alone, if the disk has room
+    /// for them; if not, they stay in memory, and their sources read them
+    /// again should the agent stop before they are delivered.
+    async fn shadow(&mut self) {
+        if self.passed.is_empty() {
+            return;
+        }
+        self.buf.clear();
+        self.encode_passed();
+        let len = self.buf.len() as u64;
+        let used = self.shared.bytes.load(Relaxed);
+        if used != 0 && used + len > self.settings.max_size {
+            return;
+        }
+        let start = self.at;
+        self.write().await;
+        self.shadowed(start, self.at, len);
+        self.publish_gauges();
         *lock(&self.shared.written) = self.at;
         self.shared.more.notify_one();
     }
 
+    /// Hands a batch of a source that loses nothing by waiting to the
+    /// reader in memory, if it has room: the disk is not touched, and the
+    /// batch keeps its acknowledgements, which the sink settles. Until
+    /// then the source keeps its events (a file source its checkpoint), so
+    /// a crash loses none of them. Gives the batch back if there is no room.
+    fn pass(&mut self, mut batch: EventBatch) -> Result<(), EventBatch> {
+        let start = self.at;
+        {
+            let mut recent = lock(&self.shared.recent);
+            if !(recent.has_room(batch.size()) && self.passed_room(batch.size())) {
+                return Err(batch);
+            }
+            self.at.passed += 1;
+            self.shared.events.fetch_add(batch.len() as u64, Relaxed);
+            // The sink settles a token of the writer's; the source's
+            // acknowledgements wait here, for its outcome or for a copy
+            // on disk (`shadow`), whichever comes first.
+            let (share, delivered) = token();
+            let acks = std::mem::replace(&mut batch.acks, AckSet::one(share));
+            let events = batch.share_events();
+            self.passed.push_back(Passed { events, acks, delivered, since: Instant::now() });
+            recent.bytes += batch.size();
+            recent.records.push_back((start, self.at, batch));
+        }
+        self.publish_gauges();
+        *lock(&self.shared.written) = self.at;
+        self.shared.more.notify_one();
+        Ok(())
+    }
+
+    /// Whether the passed batches the sink holds leave room for one of
+    /// `size`.
+    fn passed_room(&self, size: usize) -> bool {
+        let held: usize = self.passed.iter().map(|p| p.events.size()).sum();
+        self.passed.len() < PASSED_MAX && (self.passed.is_empty() || held + size <= PASSED_BYTES)
+    }
+
     /// Waits, for a source that loses nothing by it, until the reader has
-    /// room in memory for the record just written (it is on disk, not yet
-    /// announced): the source goes at the pace of the sink, and the reader
-    /// takes every record from memory. Without the wait a file source that
-    /// reads faster than the sink delivers runs ahead, and every record is
-    /// read back and decoded: half again the work of a memory buffer.
+    /// room in memory for its batch: the source goes at the pace of the
+    /// sink, and the batch goes to the reader without touching the disk.
+    /// Without the wait a file source that reads faster than the sink
+    /// delivers runs ahead, and every batch is written, read back and
+    /// decoded: half again the work of a memory buffer.
     /// A reader that is stalled (the sink down) is not waited for: the
     /// disk takes what comes, as it does for sources that cannot wait. One
     /// that is far behind (draining what an outage left) is: the file
     /// source waits until the backlog is delivered, oldest first.
-    async fn wait_for_reader(&mut self, size: usize) {
+    async fn wait_for_room(&mut self, size: usize) {
         let mut seen = self.shared.handed.load(Relaxed);
         if self.stalled_at == Some(seen) {
             return;
         }
         self.stalled_at = None;
         let mut since_sync = Instant::now();
+        let mut since_seen = Instant::now();
+        let mut since_delivered = Instant::now();
         loop {
             let taken = self.shared.taken.notified();
             if lock(&self.shared.recent).has_room(size) {
-                return;
-            }
-            if tokio::time::timeout(READER_STALL, taken).await.is_err() {
-                let now = self.shared.handed.load(Relaxed);
-                if now == seen {
-                    self.stalled_at = Some(now);
+                // The passed batches leave room as the sink delivers them;
+                // one that fills its requests slowly, or retries one, is
+                // not waited for: the batch goes to disk, with copies.
+                if self.passed_room(size) || since_delivered.elapsed() >= PASSED_WAIT {
                     return;
                 }
-                seen = now;
+            }
+            // Woken now and then to settle passed batches delivered out of
+            // order.
+            let stall = READER_STALL.saturating_sub(since_seen.elapsed());
+            let nap = tokio::time::sleep(stall.min(PASSED_WAIT));
+            tokio::select! {
+                _ = taken => {}
+                // A passed batch delivered: its source hears now, and its
+                // events are freed.
+                status = first_delivered(&mut self.passed) => {
+                    if let Some(p) = self.passed.pop_front() {
+                        p.acks.settle(status);
+                    }
+                    since_delivered = Instant::now();
+                }
+                _ = nap => {}
+            }
+            if self.settle_delivered() {
+                since_delivered = Instant::now();
+            }
+            let now = self.shared.handed.load(Relaxed);
+            if now != seen {
+                (seen, since_seen) = (now, Instant::now());
+            } else if since_seen.elapsed() >= READER_STALL {
+                self.stalled_at = Some(now);
+                return;
             }
             // What is written is acknowledged while waiting.
             if since_sync.elapsed() >= self.settings.sync_interval {
@@ -433,7 +672,7 @@ impl Writer {
             match create_segment(&self.settings.dir, next) {
                 Ok(f) => {
                     self.file = f;
-                    self.at = Position { segment: next, offset: 0 };
+                    self.at = Position::segment(next);
                     return;
                 }
                 Err(e) => {
@@ -524,6 +763,22 @@ fn take_recent(shared: &Shared, at: Position) -> Option<(Position, EventBatch)> 
     None
 }
 
+/// The end of the shadow run that starts at `at`, if one does; runs the
+/// reader went past (a damaged segment skipped) go.
+fn take_shadow(shared: &Shared, at: Position) -> Option<(Position, u64)> {
+    let mut shadows = lock(&shared.shadows);
+    while let Some((start, end, bytes)) = shadows.front().copied() {
+        if start > at {
+            return None;
+        }
+        shadows.pop_front();
+        if start == at {
+            return Some((end, bytes));
+        }
+    }
+    None
+}
+
 async fn read(
     dir: PathBuf,
     start: Position,
@@ -545,11 +800,26 @@ async fn read(
             more.await;
             continue;
         }
+        if let Some((end, bytes)) = take_shadow(&shared, at) {
+            // Copies of batches handed from memory already: stepped over,
+            // settled once those are (the acker takes them in order).
+            let (share, status) = token();
+            share.settle(BatchStatus::Delivered);
+            let _ = acks.send(Handed { end, events: 0, bytes, status });
+            at = end;
+            continue;
+        }
         if let Some((end, mut batch)) = take_recent(&shared, at) {
             // Room in the window for a writer that waits.
             shared.taken.notify_one();
             let (share, status) = token();
-            batch.acks = AckSet::one(share);
+            if end.passed > 0 {
+                // Passed in memory: the source's own acknowledgements go
+                // with it, settled by the sink.
+                batch.acks.append(AckSet::one(share));
+            } else {
+                batch.acks = AckSet::one(share);
+            }
             let (n, bytes) = (batch.len() as u64, end.offset - at.offset);
             if out.send(batch).await.is_err() {
                 return;
@@ -572,12 +842,12 @@ async fn read(
         };
         let Some(mut f) = f else {
             // Gone (never written, or deleted by hand): the next one.
-            at = Position { segment: at.segment + 1, offset: 0 };
+            at = Position::segment(at.segment + 1);
             continue;
         };
         match read_record(&mut f, &path, at.offset) {
             Ok(Some(Record { events, size, len })) => {
-                at.offset += len;
+                at = Position { offset: at.offset + len, passed: 0, ..at };
                 file = Some((f, at));
                 let (share, status) = token();
                 let n = events.len() as u64;
@@ -591,7 +861,7 @@ async fn read(
                 shared.taken.notify_one();
             }
             Ok(None) if at.segment < written.segment => {
-                at = Position { segment: at.segment + 1, offset: 0 };
+                at = Position::segment(at.segment + 1);
                 file = None;
             }
             // The writer's segment, shorter than it said (cut by hand?):
@@ -609,9 +879,12 @@ async fn read(
                 metrics.add_error("buffer_corrupt", 1);
                 metrics.add_dropped(DropReason::Corrupted, lost as usize);
                 if at.segment < written.segment {
-                    at = Position { segment: at.segment + 1, offset: 0 };
+                    at = Position::segment(at.segment + 1);
                 } else {
-                    at = written;
+                    // On from the records still in memory, which are
+                    // intact (a passed one is nowhere else), or the end.
+                    let front = lock(&shared.recent).records.front().map(|r| r.0);
+                    at = front.filter(|f| *f > at && *f < written).unwrap_or(written);
                 }
                 file = None;
                 // The skipped part counts as settled for the acker.
@@ -679,7 +952,9 @@ const SAVE_EVERY: Duration = Duration::from_millis(100);
 
 /// Saves the position and deletes the segments before it.
 fn persist(dir: &Path, acked: Position, saved: &mut Position, shared: &Shared, metrics: &ComponentMetrics) {
-    if acked == *saved {
+    if acked.same_byte(saved) {
+        *saved = acked;
+        metrics.buffer_events.store(shared.events.load(Relaxed), Relaxed);
         return;
     }
     if let Err(e) = save_acked(dir, acked) {
@@ -808,6 +1083,167 @@ mod tests {
             .collect()
     }
 
+    fn settings(dir: &Path) -> Settings {
+        Settings {
+            dir: dir.to_path_buf(),
+            max_size: 1 << 30,
+            when_full: WhenFull::Block,
+            sync_interval: Duration::from_millis(10),
+            segment_size: 1 << 20,
+        }
+    }
+
+    fn file_batch(n: usize, base: i64) -> (EventBatch, AckReceiver) {
+        let (share, status) = token();
+        let mut batch = EventBatch::new(events(n, base), AckSet::one(share));
+        batch.may_wait = true;
+        (batch, status)
+    }
+
+    /// A disk buffer in `dir`: its input, the driver's side and the acker.
+    fn open(dir: &Path) -> (channel::Sender, Receiver, tokio::task::JoinHandle<()>) {
+        let limits = Limits { max_events: 1 << 20, max_bytes: 1 << 30, when_full: WhenFull::Block };
+        let metrics = Arc::new(ComponentMetrics::new("out", "sink", "http"));
+        let (tx, rx) = channel::channel(limits, None);
+        let (driver, acker) = start(settings(dir), rx, metrics).unwrap();
+        (tx, driver, acker)
+    }
+
+    fn bytes_on_disk(dir: &Path) -> u64 {
+        segments(dir).unwrap().iter().map(|n| fs::metadata(segment_path(dir, *n)).unwrap().len()).sum()
+    }
+
+    /// A file source's batches that the sink takes at once pass in memory:
+    /// nothing is written, and the source hears of each only once the sink
+    /// has settled it. With the sink stuck, the disk takes them once the
+    /// reader is found stalled, those held in memory as well (a file
+    /// source's checkpoint would wait for them as long as the sink is
+    /// down), and each is acknowledged once synced. A restart finds them
+    /// all, in order.
+    #[tokio::test]
+    async fn a_file_source_passes_in_memory_while_the_sink_takes_and_spills_when_it_stalls() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut driver, acker) = open(dir.path());
+
+        let (batch, mut status) = file_batch(100, 0);
+        tx.send(batch).await.unwrap();
+        let got = driver.recv().await.unwrap();
+        assert_eq!(got.events()[99].data, Value::Int(99));
+        // Handed over, not yet delivered: the source has not heard.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(futures_util::poll!(&mut status).is_pending());
+        got.acks.settle(BatchStatus::Delivered);
+        assert_eq!(status.await, BatchStatus::Delivered);
+        assert_eq!(bytes_on_disk(dir.path()), 0, "a passed batch was written");
+
+        // The sink stops taking: the driver's channel fills, the reader
+        // stalls, and the disk takes everything.
+        let mut statuses = Vec::new();
+        for i in 1..=40 {
+            let (batch, status) = file_batch(100, 1000 * i);
+            tx.send(batch).await.unwrap();
+            statuses.push(status);
+        }
+        for (i, status) in statuses.into_iter().enumerate() {
+            let acked = tokio::time::timeout(Duration::from_secs(5), status).await;
+            assert_eq!(acked.ok(), Some(BatchStatus::Delivered), "batch {} was not acknowledged", i + 1);
+        }
+        // The agent stops with the sink still stuck: what the driver held
+        // is not delivered.
+        drop(tx);
+        drop(driver);
+        acker.await.unwrap();
+
+        let (_tx, mut driver, _acker) = open(dir.path());
+        for i in 1..=40 {
+            let b = tokio::time::timeout(Duration::from_secs(5), driver.recv()).await.unwrap().unwrap();
+            assert_eq!((b.events()[0].time, b.len()), (1000 * i, 100), "out of order");
+            b.acks.settle(BatchStatus::Delivered);
+        }
+    }
+
+    /// A sink that holds a passed batch while the file source goes quiet
+    /// (nothing more comes that the disk would take it with): its copy
+    /// goes to disk after a while and the source hears, so that its
+    /// checkpoint does not wait for the sink. A restart reads it.
+    #[tokio::test]
+    async fn a_passed_batch_the_sink_holds_goes_to_disk_when_the_source_is_quiet() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut driver, acker) = open(dir.path());
+        let (batch, status) = file_batch(10, 7);
+        tx.send(batch).await.unwrap();
+        let held = driver.recv().await.unwrap();
+        let acked = tokio::time::timeout(PASSED_HOLD * 3, status).await;
+        assert_eq!(acked.ok(), Some(BatchStatus::Delivered));
+        assert!(bytes_on_disk(dir.path()) > 0);
+        drop((tx, held, driver));
+        acker.await.unwrap();
+
+        let (_tx, mut driver, _acker) = open(dir.path());
+        let b = tokio::time::timeout(Duration::from_secs(5), driver.recv()).await.unwrap().unwrap();
+        assert_eq!((b.events()[0].time, b.len()), (7, 10));
+    }
+
+    /// Passed batches are acknowledged as the sink delivers them, in any
+    /// order: one that the sink retries does not hold back those after it.
+    #[tokio::test]
+    async fn passed_batches_are_acknowledged_as_delivered_in_any_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut driver, _acker) = open(dir.path());
+        let mut statuses = Vec::new();
+        let mut got = Vec::new();
+        for i in 0..3 {
+            let (batch, status) = file_batch(10, 100 * i);
+            tx.send(batch).await.unwrap();
+            statuses.push(status);
+            got.push(driver.recv().await.unwrap());
+        }
+        let first = got.remove(0);
+        for b in got {
+            b.acks.settle(BatchStatus::Delivered);
+        }
+        let mut first_status = statuses.remove(0);
+        for status in statuses {
+            assert_eq!(tokio::time::timeout(PASSED_HOLD, status).await.ok(), Some(BatchStatus::Delivered));
+        }
+        assert!(
+            futures_util::poll!(&mut first_status).is_pending(),
+            "the first was acknowledged undelivered"
+        );
+        first.acks.settle(BatchStatus::Delivered);
+        assert_eq!(first_status.await, BatchStatus::Delivered);
+        assert_eq!(bytes_on_disk(dir.path()), 0);
+    }
+
+    /// A sink that gathers many small batches into one request before it
+    /// delivers any (a slow file, one line at a time) does not hold the
+    /// source back: past a bound, the batches go to disk with copies of
+    /// those passed, instead of waiting for deliveries that wait for them.
+    #[tokio::test]
+    async fn many_small_batches_the_sink_gathers_do_not_wait_for_its_deliveries() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut driver, _acker) = open(dir.path());
+        let gathered = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Some(b) = driver.recv().await {
+                held.push(b);
+            }
+            held
+        });
+        let n = PASSED_MAX as i64 * 3;
+        let sent = tokio::time::timeout(PASSED_HOLD, async {
+            for i in 0..n {
+                tx.send(file_batch(1, i).0).await.unwrap();
+            }
+        })
+        .await;
+        assert!(sent.is_ok(), "the source waited for deliveries");
+        drop(tx);
+        let held = gathered.await.unwrap();
+        let times: Vec<i64> = held.iter().map(|b| b.events()[0].time).collect();
+        assert_eq!(times, (0..n).collect::<Vec<_>>());
+    }
+
     #[test]
     fn inspect_counts_what_waits_and_finds_damage_that_repair_cuts() {
         let dir = tempfile::tempdir().unwrap();
@@ -822,7 +1258,7 @@ mod tests {
         };
         fs::write(segment_path(dir.path(), 1), &buf).unwrap();
         fs::write(segment_path(dir.path(), 2), &buf).unwrap();
-        save_acked(dir.path(), Position { segment: 1, offset: first_record }).unwrap();
+        save_acked(dir.path(), Position { segment: 1, offset: first_record, passed: 0 }).unwrap();
         let r = inspect(dir.path()).unwrap();
         assert_eq!((r.segments, r.records, r.events, r.oldest), (2, 5, 50, Some(0)));
         assert!(r.damage.is_empty());

@@ -8,7 +8,9 @@
 //! A disk buffer (`disk`) keeps them in files under
 //! `data_dir/buffer/<sink id>/` instead, up to `max_size`: they survive a
 //! crash and a sink that is down for long, and the sources are acknowledged
-//! once the events are on disk.
+//! once the events are on disk. A file source's batches that the sink has
+//! room for go to it from memory instead, and are acknowledged once
+//! delivered: the file holds them until then (see `disk`).
 
 pub mod disk;
 pub mod record;
@@ -28,7 +30,8 @@ pub struct BufferConfig {
     #[serde(default, rename = "type")]
     pub kind: BufferType,
     /// Disk: the most bytes of events waiting on disk (the files hold up
-    /// to one segment, an eighth of this, more). Default: `1GiB`.
+    /// to one segment, an eighth of this, more, and, when the sink stops,
+    /// copies of the events it held in memory). Default: `1GiB`.
     #[serde(default)]
     pub max_size: Option<ByteSize>,
     /// Disk: how often written events are synced to disk (and then

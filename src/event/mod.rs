@@ -89,6 +89,16 @@ impl EventBatch {
         EventBatch { events: Arc::new(events), acks, size, may_wait: false }
     }
 
+    /// The same events (shared, not copied), without acknowledgements.
+    pub fn share_events(&self) -> Self {
+        EventBatch {
+            events: self.events.clone(),
+            acks: AckSet::new(),
+            size: self.size,
+            may_wait: self.may_wait,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.events.len()
     }
