@@ -206,7 +206,7 @@ pub fn start(
     settings: Settings,
     input: Receiver,
     metrics: Arc<ComponentMetrics>,
-) -> Result<(Receiver, tokio::task::JoinHandle<()>), String> {
+) -> Result<(Receiver, Tasks), String> {
     let dir = &settings.dir;
     fs::create_dir_all(dir).map_err(|e| format!("cannot create the disk buffer {}: {e}", dir.display()))?;
     let existing =
@@ -271,10 +271,38 @@ pub fn start(
         impatient: None,
         passed: std::collections::VecDeque::new(),
     };
-    tokio::spawn(writer.run(input));
-    tokio::spawn(read(settings.dir.clone(), start, shared.clone(), out, acks_tx, metrics.clone()));
+    let writer = tokio::spawn(writer.run(input));
+    let reader =
+        tokio::spawn(read(settings.dir.clone(), start, shared.clone(), out, acks_tx, metrics.clone()));
     let acker = tokio::spawn(ack(settings.dir.clone(), start, shared, acks_rx, metrics));
-    Ok((driver_input, acker))
+    Ok((driver_input, Tasks { writer, reader, acker }))
+}
+
+/// A disk buffer's writer, reader and acker. Dropped before `finish` (the
+/// sink's task aborted at `shutdown_timeout`), it stops them: a buffer
+/// started again on the same directory must be its only writer. What they
+/// held is not acknowledged, and its sources send it again.
+pub struct Tasks {
+    writer: tokio::task::JoinHandle<()>,
+    reader: tokio::task::JoinHandle<()>,
+    acker: tokio::task::JoinHandle<()>,
+}
+
+impl Tasks {
+    /// Waits, once the sink has stopped, until what it delivered is saved
+    /// and the writer has done.
+    pub async fn finish(mut self) {
+        let _ = (&mut self.acker).await;
+        let _ = (&mut self.writer).await;
+    }
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        self.writer.abort();
+        self.reader.abort();
+        self.acker.abort();
+    }
 }
 
 fn create_segment(dir: &Path, n: u64) -> io::Result<File> {
@@ -391,9 +419,11 @@ impl Writer {
             if self.impatient.is_none_or(|t| t.elapsed() >= IMPATIENT_HOLD) {
                 self.wait_for_room(batch.size()).await;
             }
-            match self.pass(batch) {
-                Ok(()) => return,
-                Err(back) => batch = back,
+            if batch.rereadable {
+                match self.pass(batch) {
+                    Ok(()) => return,
+                    Err(back) => batch = back,
+                }
             }
         } else {
             // A sink fed by sources that cannot wait as well: theirs would
@@ -401,10 +431,9 @@ impl Writer {
             self.impatient = Some(Instant::now());
         }
         // The passed batches not yet delivered go to disk first, in their
-        // place (see `shadow`), and count against `max_size` with it.
+        // place (see `shadow`).
+        self.shadow().await;
         self.buf.clear();
-        self.encode_passed();
-        let shadow_len = self.buf.len() as u64;
         record::encode(batch.events(), &mut self.buf);
         let len = self.buf.len() as u64;
         // Room on disk: wait for the sink (block) or drop (drop_newest).
@@ -416,26 +445,22 @@ impl Writer {
             if self.settings.when_full == WhenFull::DropNewest {
                 self.metrics.add_dropped(DropReason::BufferFull, batch.len());
                 batch.acks.settle(BatchStatus::Delivered);
-                self.shadow().await;
                 return;
             }
             // What is written is acknowledged before waiting.
             self.sync().await;
             let freed = self.shared.freed.notified();
             let _ = tokio::time::timeout(Duration::from_millis(500), freed).await;
+            self.settle_delivered();
         }
         let before = self.at;
         self.write().await;
-        // Where the batch's record starts: after the copies, or in a new
-        // segment.
-        let start = if self.at.segment == before.segment && shadow_len == 0 {
+        // Where the batch's record starts: in a new segment, if it took one.
+        let start = if self.at.segment == before.segment {
             before
         } else {
-            Position { segment: self.at.segment, offset: self.at.offset - (len - shadow_len), passed: 0 }
+            Position { segment: self.at.segment, offset: self.at.offset - len, passed: 0 }
         };
-        if shadow_len > 0 {
-            self.shadowed(before, start, shadow_len);
-        }
         self.shared.events.fetch_add(batch.len() as u64, Relaxed);
         self.publish_gauges();
         self.unsynced.push(std::mem::take(&mut batch.acks));
@@ -471,6 +496,8 @@ impl Writer {
             // record where it belongs.
             let _ = self.file.set_len(self.at.offset);
             tokio::time::sleep(Duration::from_secs(1)).await;
+            // The sink goes on delivering what passed meanwhile.
+            self.settle_delivered();
         }
         self.at = Position { offset: self.at.offset + len, passed: 0, ..self.at };
         self.shared.bytes.fetch_add(len, Relaxed);
@@ -493,19 +520,6 @@ impl Writer {
         self.passed.len() < before
     }
 
-    /// Copies of the passed batches not yet delivered, written before the
-    /// disk takes anything else: the sink has fallen behind, and held in
-    /// memory they would hold back their source (a file source's
-    /// checkpoint) for as long as the sink is down. On disk they are
-    /// acknowledged at the next sync, and read after a restart; the reader
-    /// of this run steps over them, as it hands the batches from memory.
-    /// Appends their records to `buf`.
-    fn encode_passed(&mut self) {
-        for p in &self.passed {
-            record::encode(p.events.events(), &mut self.buf);
-        }
-    }
-
     /// The copies of the passed batches were written from `start` (where
     /// the reader finds them) to `end`: the reader is told to step over
     /// them, and their sources' acknowledgements wait for the next sync.
@@ -516,20 +530,26 @@ impl Writer {
         }
     }
 
-    /// Writes the copies of the passed batches alone, if the disk has room
-    /// for them; if not, they stay in memory, and their sources read them
-    /// again should the agent stop before they are delivered.
+    /// Writes copies of the passed batches not yet delivered, before the
+    /// disk takes anything else: the sink has fallen behind, and held in
+    /// memory they would hold back their source (a file source's
+    /// checkpoint) for as long as the sink is down. On disk they are
+    /// acknowledged at the next sync, and read after a restart; the reader
+    /// of this run steps over them, as it hands the batches from memory.
+    /// They are written even past `max_size` (they are at most
+    /// `PASSED_BYTES` of events): refused, they would hold the source's
+    /// checkpoint, and its shutdown, until the sink is back.
     async fn shadow(&mut self) {
         if self.passed.is_empty() {
             return;
         }
         self.buf.clear();
-        self.encode_passed();
-        let len = self.buf.len() as u64;
-        let used = self.shared.bytes.load(Relaxed);
-        if used != 0 && used + len > self.settings.max_size {
-            return;
+        for p in &self.passed {
+            record::encode(p.events.events(), &mut self.buf);
         }
+        let len = self.buf.len() as u64;
+        // Where the reader is once it has taken the passed batches; a new
+        // segment's start is stepped over with them.
         let start = self.at;
         self.write().await;
         self.shadowed(start, self.at, len);
@@ -678,6 +698,7 @@ impl Writer {
                 Err(e) => {
                     tracing::error!(component = %self.metrics.id, "cannot start a disk buffer segment, retrying: {e}");
                     tokio::time::sleep(Duration::from_secs(1)).await;
+                    self.settle_delivered();
                 }
             }
         }
@@ -763,6 +784,16 @@ fn take_recent(shared: &Shared, at: Position) -> Option<(Position, EventBatch)> 
     None
 }
 
+/// The driver is gone (the sink stopped or was aborted): the passed
+/// batches in the window will not be delivered, and their sources hear so
+/// (the writer waits for them at its end).
+fn forsake(shared: &Shared) {
+    let mut recent = lock(&shared.recent);
+    recent.records.clear();
+    recent.bytes = 0;
+    lock(&shared.shadows).clear();
+}
+
 /// The end of the shadow run that starts at `at`, if one does; runs the
 /// reader went past (a damaged segment skipped) go.
 fn take_shadow(shared: &Shared, at: Position) -> Option<(Position, u64)> {
@@ -822,7 +853,7 @@ async fn read(
             }
             let (n, bytes) = (batch.len() as u64, end.offset - at.offset);
             if out.send(batch).await.is_err() {
-                return;
+                return forsake(&shared);
             }
             at = end;
             let _ = acks.send(Handed { end: at, events: n, bytes, status });
@@ -854,7 +885,7 @@ async fn read(
                 // The size the decoder counted: no walk over every event.
                 let batch = EventBatch::with_size(events, AckSet::one(share), size);
                 if out.send(batch).await.is_err() {
-                    return;
+                    return forsake(&shared);
                 }
                 let _ = acks.send(Handed { end: at, events: n, bytes: len, status });
                 shared.handed.fetch_add(1, Relaxed);
@@ -1097,16 +1128,17 @@ mod tests {
         let (share, status) = token();
         let mut batch = EventBatch::new(events(n, base), AckSet::one(share));
         batch.may_wait = true;
+        batch.rereadable = true;
         (batch, status)
     }
 
     /// A disk buffer in `dir`: its input, the driver's side and the acker.
-    fn open(dir: &Path) -> (channel::Sender, Receiver, tokio::task::JoinHandle<()>) {
+    fn open(dir: &Path) -> (channel::Sender, Receiver, Tasks) {
         let limits = Limits { max_events: 1 << 20, max_bytes: 1 << 30, when_full: WhenFull::Block };
         let metrics = Arc::new(ComponentMetrics::new("out", "sink", "http"));
         let (tx, rx) = channel::channel(limits, None);
-        let (driver, acker) = start(settings(dir), rx, metrics).unwrap();
-        (tx, driver, acker)
+        let (driver, tasks) = start(settings(dir), rx, metrics).unwrap();
+        (tx, driver, tasks)
     }
 
     fn bytes_on_disk(dir: &Path) -> u64 {
@@ -1123,7 +1155,7 @@ mod tests {
     #[tokio::test]
     async fn a_file_source_passes_in_memory_while_the_sink_takes_and_spills_when_it_stalls() {
         let dir = tempfile::tempdir().unwrap();
-        let (tx, mut driver, acker) = open(dir.path());
+        let (tx, mut driver, tasks) = open(dir.path());
 
         let (batch, mut status) = file_batch(100, 0);
         tx.send(batch).await.unwrap();
@@ -1152,9 +1184,9 @@ mod tests {
         // is not delivered.
         drop(tx);
         drop(driver);
-        acker.await.unwrap();
+        tasks.finish().await;
 
-        let (_tx, mut driver, _acker) = open(dir.path());
+        let (_tx, mut driver, _tasks) = open(dir.path());
         for i in 1..=40 {
             let b = tokio::time::timeout(Duration::from_secs(5), driver.recv()).await.unwrap().unwrap();
             assert_eq!((b.events()[0].time, b.len()), (1000 * i, 100), "out of order");
@@ -1169,7 +1201,7 @@ mod tests {
     #[tokio::test]
     async fn a_passed_batch_the_sink_holds_goes_to_disk_when_the_source_is_quiet() {
         let dir = tempfile::tempdir().unwrap();
-        let (tx, mut driver, acker) = open(dir.path());
+        let (tx, mut driver, tasks) = open(dir.path());
         let (batch, status) = file_batch(10, 7);
         tx.send(batch).await.unwrap();
         let held = driver.recv().await.unwrap();
@@ -1177,11 +1209,46 @@ mod tests {
         assert_eq!(acked.ok(), Some(BatchStatus::Delivered));
         assert!(bytes_on_disk(dir.path()) > 0);
         drop((tx, held, driver));
-        acker.await.unwrap();
+        tasks.finish().await;
 
-        let (_tx, mut driver, _acker) = open(dir.path());
+        let (_tx, mut driver, _tasks) = open(dir.path());
         let b = tokio::time::timeout(Duration::from_secs(5), driver.recv()).await.unwrap().unwrap();
         assert_eq!((b.events()[0].time, b.len()), (7, 10));
+    }
+
+    /// A batch the source cannot read again (of a file rotated away) is
+    /// not passed in memory: it is written, and acknowledged once synced,
+    /// while the sink still holds it.
+    #[tokio::test]
+    async fn a_batch_its_source_cannot_read_again_goes_to_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut driver, _tasks) = open(dir.path());
+        let (mut batch, status) = file_batch(10, 0);
+        batch.rereadable = false;
+        tx.send(batch).await.unwrap();
+        let _held = driver.recv().await.unwrap();
+        assert_eq!(tokio::time::timeout(PASSED_HOLD / 2, status).await.ok(), Some(BatchStatus::Delivered));
+        assert!(bytes_on_disk(dir.path()) > 0);
+    }
+
+    /// Copies go to disk even past `max_size`: refused, they would hold
+    /// their source's checkpoint for as long as the sink is down.
+    #[tokio::test]
+    async fn copies_go_to_a_full_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits { max_events: 1 << 20, max_bytes: 1 << 30, when_full: WhenFull::Block };
+        let metrics = Arc::new(ComponentMetrics::new("out", "sink", "http"));
+        let (tx, rx) = channel::channel(limits, None);
+        let full = Settings { max_size: 100, ..settings(dir.path()) };
+        let (mut driver, _tasks) = start(full, rx, metrics).unwrap();
+        // Over `max_size` at once: an empty disk takes a record of any size.
+        tx.send(EventBatch::new(events(50, 0), AckSet::new())).await.unwrap();
+        let (batch, status) = file_batch(10, 100);
+        tx.send(batch).await.unwrap();
+        let held = [driver.recv().await.unwrap(), driver.recv().await.unwrap()];
+        assert_eq!(held[1].events()[0].time, 100);
+        let acked = tokio::time::timeout(PASSED_HOLD * 3, status).await;
+        assert_eq!(acked.ok(), Some(BatchStatus::Delivered));
     }
 
     /// Passed batches are acknowledged as the sink delivers them, in any
@@ -1189,7 +1256,7 @@ mod tests {
     #[tokio::test]
     async fn passed_batches_are_acknowledged_as_delivered_in_any_order() {
         let dir = tempfile::tempdir().unwrap();
-        let (tx, mut driver, _acker) = open(dir.path());
+        let (tx, mut driver, _tasks) = open(dir.path());
         let mut statuses = Vec::new();
         let mut got = Vec::new();
         for i in 0..3 {
@@ -1222,7 +1289,7 @@ mod tests {
     #[tokio::test]
     async fn many_small_batches_the_sink_gathers_do_not_wait_for_its_deliveries() {
         let dir = tempfile::tempdir().unwrap();
-        let (tx, mut driver, _acker) = open(dir.path());
+        let (tx, mut driver, _tasks) = open(dir.path());
         let gathered = tokio::spawn(async move {
             let mut held = Vec::new();
             while let Some(b) = driver.recv().await {

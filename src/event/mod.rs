@@ -76,17 +76,23 @@ pub struct EventBatch {
     /// holds such a source back rather than write its events to disk only
     /// to read them back (see `buffer::disk`). Default: `false`.
     pub may_wait: bool,
+    /// The source reads these events again after a restart, from its
+    /// checkpoint, should the agent stop before they are delivered: a file
+    /// source, of a file still under its path (not of one rotated away or
+    /// deleted). A disk buffer hands such a batch to a sink that keeps up
+    /// from memory, without writing it. Default: `false`.
+    pub rereadable: bool,
 }
 
 impl EventBatch {
     pub fn new(events: Vec<Event>, acks: AckSet) -> Self {
         let size = events.iter().map(Event::size_estimate).sum();
-        EventBatch { events: Arc::new(events), acks, size, may_wait: false }
+        EventBatch { events: Arc::new(events), acks, size, may_wait: false, rereadable: false }
     }
 
     /// A batch whose size the maker knows without walking every event.
     pub fn with_size(events: Vec<Event>, acks: AckSet, size: usize) -> Self {
-        EventBatch { events: Arc::new(events), acks, size, may_wait: false }
+        EventBatch { events: Arc::new(events), acks, size, may_wait: false, rereadable: false }
     }
 
     /// The same events (shared, not copied), without acknowledgements.
@@ -96,6 +102,7 @@ impl EventBatch {
             acks: AckSet::new(),
             size: self.size,
             may_wait: self.may_wait,
+            rereadable: self.rereadable,
         }
     }
 

@@ -221,8 +221,8 @@ impl Running {
                         sync_interval: d.sync_interval,
                         segment_size: (d.max_size / 8).clamp(1 << 20, 64 << 20),
                     };
-                    let (rx, acker) = crate::buffer::disk::start(settings, rx, m.clone())?;
-                    disk_buffers.insert(p.id.clone(), acker);
+                    let (rx, tasks) = crate::buffer::disk::start(settings, rx, m.clone())?;
+                    disk_buffers.insert(p.id.clone(), tasks);
                     rx
                 }
                 None => rx,
@@ -271,8 +271,8 @@ impl Running {
             let task = self.tasks.spawn(async move {
                 let result = sink.run(rx, m).await;
                 // What was delivered is saved before the sink counts as stopped.
-                if let Some(acker) = disk {
-                    let _ = acker.await;
+                if let Some(tasks) = disk {
+                    tasks.finish().await;
                 }
                 (name, "sink", result)
             });

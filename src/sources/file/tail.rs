@@ -698,8 +698,11 @@ impl Tailer {
             Some(size) => EventBatch::with_size(events, AckSet::one(share), size),
             None => EventBatch::new(events, AckSet::one(share)),
         };
-        // What is not read yet waits in the file.
+        // What is not read yet waits in the file; and what is read, in a
+        // file still under its path, is read again after a restart until
+        // it is acknowledged (a rotated file may be gone by then).
         batch.may_wait = true;
+        batch.rereadable = tracked && t.state == State::Live;
         let out = &mut self.out;
         let shutdown = &self.shutdown;
         let sent = self.runtime.block_on(async {
