@@ -111,6 +111,8 @@ impl Recent {
 
 /// What the three tasks share.
 struct Shared {
+    /// The buffer's lock (see `lock_dir`), held while any task runs.
+    _lock: File,
     recent: Mutex<Recent>,
     /// How far the writer has written: the reader reads up to here.
     written: Mutex<Position>,
@@ -202,13 +204,14 @@ pub fn scan(path: &Path, offset: u64) -> io::Result<(u64, u64, u64, Option<u64>)
 /// sink's input channel; the returned receiver is what the sink's driver
 /// reads, and the task ends once the position of what the driver delivered
 /// is saved (after the driver has stopped).
-pub fn start(
+pub async fn start(
     settings: Settings,
     input: Receiver,
     metrics: Arc<ComponentMetrics>,
 ) -> Result<(Receiver, Tasks), String> {
     let dir = &settings.dir;
     fs::create_dir_all(dir).map_err(|e| format!("cannot create the disk buffer {}: {e}", dir.display()))?;
+    let lock = lock_dir(dir).await?;
     let existing =
         segments(dir).map_err(|e| format!("cannot read the disk buffer {}: {e}", dir.display()))?;
     let first_new = existing.last().map_or(1, |n| n + 1);
@@ -237,6 +240,7 @@ pub fn start(
         bytes += fs::metadata(&path).map_or(0, |m| m.len()).saturating_sub(from);
     }
     let shared = Arc::new(Shared {
+        _lock: lock,
         recent: Mutex::default(),
         written: Mutex::new(Position::segment(first_new)),
         closed: AtomicBool::new(false),
@@ -302,6 +306,35 @@ impl Drop for Tasks {
         self.writer.abort();
         self.reader.abort();
         self.acker.abort();
+    }
+}
+
+/// How long a buffer waits for its directory to be let go.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Takes the buffer's directory for this instance alone: one whose sink
+/// was just aborted may still be stopping (it lets go within moments), and
+/// another agent on the same `data_dir` must not write it too.
+async fn lock_dir(dir: &Path) -> Result<File, String> {
+    let path = dir.join("lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(format!("the disk buffer {} is in use by another process", dir.display()));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(format!("cannot lock {}: {e}", path.display())),
+        }
     }
 }
 
@@ -386,7 +419,7 @@ impl Writer {
                     // would write them): their copies go to disk, so that
                     // the source's checkpoint moves on.
                     if self.passed.front().is_some_and(|p| p.since.elapsed() >= PASSED_HOLD) {
-                        self.shadow().await;
+                        self.shadow(true).await;
                     }
                     self.sync().await;
                 }
@@ -399,14 +432,15 @@ impl Writer {
             }
         }
         // What the sink has not delivered yet is kept on disk: the agent
-        // may stop before it is.
+        // may stop before it is. Tried once: a full disk must not hold up
+        // the stop.
         self.settle_delivered();
-        self.shadow().await;
+        self.shadow(false).await;
         self.sync().await;
         self.shared.closed.store(true, Relaxed);
         self.shared.more.notify_one();
-        // Copies that did not fit: their sources hear the sink's outcome
-        // (or, should the agent stop first, read them again).
+        // Copies the disk did not take: their sources hear the sink's
+        // outcome (or, should the agent stop first, read them again).
         while let Some(p) = self.passed.pop_front() {
             let status = p.delivered.await;
             p.acks.settle(status);
@@ -417,7 +451,7 @@ impl Writer {
         self.settle_delivered();
         if batch.may_wait {
             if self.impatient.is_none_or(|t| t.elapsed() >= IMPATIENT_HOLD) {
-                self.wait_for_room(batch.size()).await;
+                self.wait_for_room(batch.size(), batch.rereadable).await;
             }
             if batch.rereadable {
                 match self.pass(batch) {
@@ -432,7 +466,7 @@ impl Writer {
         }
         // The passed batches not yet delivered go to disk first, in their
         // place (see `shadow`).
-        self.shadow().await;
+        self.shadow(true).await;
         self.buf.clear();
         record::encode(batch.events(), &mut self.buf);
         let len = self.buf.len() as u64;
@@ -454,7 +488,7 @@ impl Writer {
             self.settle_delivered();
         }
         let before = self.at;
-        self.write().await;
+        self.write(true).await;
         // Where the batch's record starts: in a new segment, if it took one.
         let start = if self.at.segment == before.segment {
             before
@@ -477,16 +511,16 @@ impl Writer {
     }
 
     /// Appends the record in `buf` to the log, in a new segment if the
-    /// current one is full.
-    async fn write(&mut self) {
+    /// current one is full. A full or failing disk is retried until it
+    /// takes it, if `retry` (the events wait in memory, the sources slow
+    /// down, nothing is lost); if not, returns whether it did.
+    async fn write(&mut self, retry: bool) -> bool {
         let len = self.buf.len() as u64;
         if self.at.offset > 0 && self.at.offset + len > self.settings.segment_size {
             self.rotate().await;
         }
         let mut failures = 0u32;
         while let Err(e) = self.file.write_all(&self.buf) {
-            // A full or failing disk: the events wait in memory, the sources
-            // slow down, nothing is lost.
             if failures == 0 {
                 tracing::error!(component = %self.metrics.id, "cannot write the disk buffer, retrying: {e}");
                 self.metrics.add_error("buffer_write", 1);
@@ -495,12 +529,16 @@ impl Writer {
             // What a partial write left goes, so that the retry appends the
             // record where it belongs.
             let _ = self.file.set_len(self.at.offset);
+            if !retry {
+                return false;
+            }
             tokio::time::sleep(Duration::from_secs(1)).await;
             // The sink goes on delivering what passed meanwhile.
             self.settle_delivered();
         }
         self.at = Position { offset: self.at.offset + len, passed: 0, ..self.at };
         self.shared.bytes.fetch_add(len, Relaxed);
+        true
     }
 
     /// Settles the source's acknowledgements of the passed batches whose
@@ -538,8 +576,9 @@ impl Writer {
     /// of this run steps over them, as it hands the batches from memory.
     /// They are written even past `max_size` (they are at most
     /// `PASSED_BYTES` of events): refused, they would hold the source's
-    /// checkpoint, and its shutdown, until the sink is back.
-    async fn shadow(&mut self) {
+    /// checkpoint, and its shutdown, until the sink is back. A disk that
+    /// fails is retried if `retry`; if not, they stay in memory.
+    async fn shadow(&mut self, retry: bool) {
         if self.passed.is_empty() {
             return;
         }
@@ -551,7 +590,9 @@ impl Writer {
         // Where the reader is once it has taken the passed batches; a new
         // segment's start is stepped over with them.
         let start = self.at;
-        self.write().await;
+        if !self.write(retry).await {
+            return;
+        }
         self.shadowed(start, self.at, len);
         self.publish_gauges();
         *lock(&self.shared.written) = self.at;
@@ -605,7 +646,7 @@ impl Writer {
     /// disk takes what comes, as it does for sources that cannot wait. One
     /// that is far behind (draining what an outage left) is: the file
     /// source waits until the backlog is delivered, oldest first.
-    async fn wait_for_room(&mut self, size: usize) {
+    async fn wait_for_room(&mut self, size: usize, passing: bool) {
         let mut seen = self.shared.handed.load(Relaxed);
         if self.stalled_at == Some(seen) {
             return;
@@ -620,7 +661,7 @@ impl Writer {
                 // The passed batches leave room as the sink delivers them;
                 // one that fills its requests slowly, or retries one, is
                 // not waited for: the batch goes to disk, with copies.
-                if self.passed_room(size) || since_delivered.elapsed() >= PASSED_WAIT {
+                if !passing || self.passed_room(size) || since_delivered.elapsed() >= PASSED_WAIT {
                     return;
                 }
             }
@@ -687,6 +728,12 @@ impl Writer {
 
     async fn rotate(&mut self) {
         self.sync().await;
+        // The sync failed: what the segment holds may not be on disk, and
+        // a sync of the next one would not make it so. Its sources read it
+        // again after a restart.
+        for acks in self.unsynced.drain(..) {
+            acks.settle(BatchStatus::Errored);
+        }
         let next = self.at.segment + 1;
         loop {
             match create_segment(&self.settings.dir, next) {
@@ -785,8 +832,7 @@ fn take_recent(shared: &Shared, at: Position) -> Option<(Position, EventBatch)> 
 }
 
 /// The driver is gone (the sink stopped or was aborted): the passed
-/// batches in the window will not be delivered, and their sources hear so
-/// (the writer waits for them at its end).
+/// batches in the window will not be delivered, and their sources hear so.
 fn forsake(shared: &Shared) {
     let mut recent = lock(&shared.recent);
     recent.records.clear();
@@ -1133,11 +1179,11 @@ mod tests {
     }
 
     /// A disk buffer in `dir`: its input, the driver's side and the acker.
-    fn open(dir: &Path) -> (channel::Sender, Receiver, Tasks) {
+    async fn open(dir: &Path) -> (channel::Sender, Receiver, Tasks) {
         let limits = Limits { max_events: 1 << 20, max_bytes: 1 << 30, when_full: WhenFull::Block };
         let metrics = Arc::new(ComponentMetrics::new("out", "sink", "http"));
         let (tx, rx) = channel::channel(limits, None);
-        let (driver, tasks) = start(settings(dir), rx, metrics).unwrap();
+        let (driver, tasks) = start(settings(dir), rx, metrics).await.unwrap();
         (tx, driver, tasks)
     }
 
@@ -1155,7 +1201,7 @@ mod tests {
     #[tokio::test]
     async fn a_file_source_passes_in_memory_while_the_sink_takes_and_spills_when_it_stalls() {
         let dir = tempfile::tempdir().unwrap();
-        let (tx, mut driver, tasks) = open(dir.path());
+        let (tx, mut driver, tasks) = open(dir.path()).await;
 
         let (batch, mut status) = file_batch(100, 0);
         tx.send(batch).await.unwrap();
@@ -1186,7 +1232,7 @@ mod tests {
         drop(driver);
         tasks.finish().await;
 
-        let (_tx, mut driver, _tasks) = open(dir.path());
+        let (_tx, mut driver, _tasks) = open(dir.path()).await;
         for i in 1..=40 {
             let b = tokio::time::timeout(Duration::from_secs(5), driver.recv()).await.unwrap().unwrap();
             assert_eq!((b.events()[0].time, b.len()), (1000 * i, 100), "out of order");
@@ -1201,7 +1247,7 @@ mod tests {
     #[tokio::test]
     async fn a_passed_batch_the_sink_holds_goes_to_disk_when_the_source_is_quiet() {
         let dir = tempfile::tempdir().unwrap();
-        let (tx, mut driver, tasks) = open(dir.path());
+        let (tx, mut driver, tasks) = open(dir.path()).await;
         let (batch, status) = file_batch(10, 7);
         tx.send(batch).await.unwrap();
         let held = driver.recv().await.unwrap();
@@ -1211,9 +1257,26 @@ mod tests {
         drop((tx, held, driver));
         tasks.finish().await;
 
-        let (_tx, mut driver, _tasks) = open(dir.path());
+        let (_tx, mut driver, _tasks) = open(dir.path()).await;
         let b = tokio::time::timeout(Duration::from_secs(5), driver.recv()).await.unwrap().unwrap();
         assert_eq!((b.events()[0].time, b.len()), (7, 10));
+    }
+
+    /// One buffer at a time writes a directory: a second waits for the
+    /// first to stop, and is refused if it does not.
+    #[tokio::test]
+    async fn a_directory_in_use_is_refused_until_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, driver, tasks) = open(dir.path()).await;
+        let limits = Limits { max_events: 10, max_bytes: 1 << 20, when_full: WhenFull::Block };
+        let metrics = Arc::new(ComponentMetrics::new("out", "sink", "http"));
+        let second = start(settings(dir.path()), channel::channel(limits, None).1, metrics.clone()).await;
+        assert!(second.err().is_some_and(|e| e.contains("in use")));
+        // Aborted (its sink's task dropped it): the directory is free.
+        drop(tasks);
+        let third = start(settings(dir.path()), channel::channel(limits, None).1, metrics).await;
+        assert!(third.is_ok());
+        drop((tx, driver));
     }
 
     /// A batch the source cannot read again (of a file rotated away) is
@@ -1222,7 +1285,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_its_source_cannot_read_again_goes_to_disk() {
         let dir = tempfile::tempdir().unwrap();
-        let (tx, mut driver, _tasks) = open(dir.path());
+        let (tx, mut driver, _tasks) = open(dir.path()).await;
         let (mut batch, status) = file_batch(10, 0);
         batch.rereadable = false;
         tx.send(batch).await.unwrap();
@@ -1240,7 +1303,7 @@ mod tests {
         let metrics = Arc::new(ComponentMetrics::new("out", "sink", "http"));
         let (tx, rx) = channel::channel(limits, None);
         let full = Settings { max_size: 100, ..settings(dir.path()) };
-        let (mut driver, _tasks) = start(full, rx, metrics).unwrap();
+        let (mut driver, _tasks) = start(full, rx, metrics).await.unwrap();
         // Over `max_size` at once: an empty disk takes a record of any size.
         tx.send(EventBatch::new(events(50, 0), AckSet::new())).await.unwrap();
         let (batch, status) = file_batch(10, 100);
@@ -1256,7 +1319,7 @@ mod tests {
     #[tokio::test]
     async fn passed_batches_are_acknowledged_as_delivered_in_any_order() {
         let dir = tempfile::tempdir().unwrap();
-        let (tx, mut driver, _tasks) = open(dir.path());
+        let (tx, mut driver, _tasks) = open(dir.path()).await;
         let mut statuses = Vec::new();
         let mut got = Vec::new();
         for i in 0..3 {
@@ -1289,7 +1352,7 @@ mod tests {
     #[tokio::test]
     async fn many_small_batches_the_sink_gathers_do_not_wait_for_its_deliveries() {
         let dir = tempfile::tempdir().unwrap();
-        let (tx, mut driver, _tasks) = open(dir.path());
+        let (tx, mut driver, _tasks) = open(dir.path()).await;
         let gathered = tokio::spawn(async move {
             let mut held = Vec::new();
             while let Some(b) = driver.recv().await {

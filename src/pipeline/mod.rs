@@ -221,7 +221,7 @@ impl Running {
                         sync_interval: d.sync_interval,
                         segment_size: (d.max_size / 8).clamp(1 << 20, 64 << 20),
                     };
-                    let (rx, tasks) = crate::buffer::disk::start(settings, rx, m.clone())?;
+                    let (rx, tasks) = crate::buffer::disk::start(settings, rx, m.clone()).await?;
                     disk_buffers.insert(p.id.clone(), tasks);
                     rx
                 }
