@@ -423,12 +423,7 @@ impl Writer {
                     }
                     self.sync().await;
                 }
-                status = first_delivered(&mut self.passed) => {
-                    if let Some(p) = self.passed.pop_front() {
-                        p.acks.settle(status);
-                    }
-                    self.settle_delivered();
-                }
+                status = first_delivered(&mut self.passed) => self.settle_first(status),
             }
         }
         // What the sink has not delivered yet is kept on disk: the agent
@@ -558,6 +553,16 @@ impl Writer {
         self.passed.len() < before
     }
 
+    /// The oldest passed batch is delivered (`status`, from
+    /// `first_delivered`): its source hears, and so do those of any others
+    /// delivered meanwhile.
+    fn settle_first(&mut self, status: BatchStatus) {
+        if let Some(p) = self.passed.pop_front() {
+            p.acks.settle(status);
+        }
+        self.settle_delivered();
+    }
+
     /// The copies of the passed batches were written from `start` (where
     /// the reader finds them) to `end`: the reader is told to step over
     /// them, and their sources' acknowledgements wait for the next sync.
@@ -674,9 +679,7 @@ impl Writer {
                 // A passed batch delivered: its source hears now, and its
                 // events are freed.
                 status = first_delivered(&mut self.passed) => {
-                    if let Some(p) = self.passed.pop_front() {
-                        p.acks.settle(status);
-                    }
+                    self.settle_first(status);
                     since_delivered = Instant::now();
                 }
                 _ = nap => {}
@@ -1178,12 +1181,16 @@ mod tests {
         (batch, status)
     }
 
-    /// A disk buffer in `dir`: its input, the driver's side and the acker.
+    /// A disk buffer in `dir`: its input, the driver's side and its tasks.
     async fn open(dir: &Path) -> (channel::Sender, Receiver, Tasks) {
+        open_with(settings(dir)).await
+    }
+
+    async fn open_with(settings: Settings) -> (channel::Sender, Receiver, Tasks) {
         let limits = Limits { max_events: 1 << 20, max_bytes: 1 << 30, when_full: WhenFull::Block };
         let metrics = Arc::new(ComponentMetrics::new("out", "sink", "http"));
         let (tx, rx) = channel::channel(limits, None);
-        let (driver, tasks) = start(settings(dir), rx, metrics).await.unwrap();
+        let (driver, tasks) = start(settings, rx, metrics).await.unwrap();
         (tx, driver, tasks)
     }
 
@@ -1299,11 +1306,7 @@ mod tests {
     #[tokio::test]
     async fn copies_go_to_a_full_disk() {
         let dir = tempfile::tempdir().unwrap();
-        let limits = Limits { max_events: 1 << 20, max_bytes: 1 << 30, when_full: WhenFull::Block };
-        let metrics = Arc::new(ComponentMetrics::new("out", "sink", "http"));
-        let (tx, rx) = channel::channel(limits, None);
-        let full = Settings { max_size: 100, ..settings(dir.path()) };
-        let (mut driver, _tasks) = start(full, rx, metrics).await.unwrap();
+        let (tx, mut driver, _tasks) = open_with(Settings { max_size: 100, ..settings(dir.path()) }).await;
         // Over `max_size` at once: an empty disk takes a record of any size.
         tx.send(EventBatch::new(events(50, 0), AckSet::new())).await.unwrap();
         let (batch, status) = file_batch(10, 100);
