@@ -426,3 +426,56 @@ fn validate_refuses_checkpoints_it_cannot_read() {
     assert_eq!(code, 78, "{stderr}");
     assert!(stderr.contains("checkpoints") && stderr.contains("damaged"), "{stderr}");
 }
+
+/// A stop while the sink is down: the agent gives up after
+/// `shutdown_timeout` instead of retrying for ever, and what it could not
+/// deliver arrives after the next start — from the disk buffer, or, with a
+/// memory buffer, from the file again, since its source was never told it
+/// was delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_with_the_sink_down_keeps_what_was_not_delivered() {
+    const LINES: u64 = 50_000;
+    for disk in [false, true] {
+        let receiver = Receiver::start(Mode::FailEvery(1)).await;
+        receiver.count_only();
+        let dir = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let api = free_port();
+        let mut text = config(dir.path(), data.path(), &receiver, api, "1GiB");
+        if !disk {
+            text = text.replace("    buffer: {type: disk, max_size: 1GiB}\n", "");
+            assert!(!text.contains("disk"));
+        }
+        LogWriter::new(&dir.path().join("app.log")).write(0, LINES);
+        let mut agent = Agent::start(&text);
+        agent.wait_ready(api);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while receiver.failed() < 3 {
+            assert!(std::time::Instant::now() < deadline, "the sink was never asked:\n{}", agent.logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        agent.signal("TERM");
+        // shutdown_timeout is 1 s; an agent that waited for the sink would
+        // not exit at all.
+        agent.wait_exit(Duration::from_secs(8));
+        assert!(agent.logs().contains("shutdown_timeout reached"), "{}", agent.logs());
+        assert_eq!(receiver.unique(), 0);
+        if disk {
+            let held: u64 = segment_files(&data.path().join("buffer/out"))
+                .iter()
+                .map(|p| std::fs::metadata(p).unwrap().len())
+                .sum();
+            assert!(held > 0, "nothing was left in the disk buffer");
+        }
+        receiver.set_mode(Mode::Accept);
+        let mut agent = Agent::start(&text);
+        agent.wait_ready(api);
+        receiver.wait_for_unique(LINES, Duration::from_secs(60)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (missing, repeated, beyond) = receiver.seq_report(LINES);
+        assert!(missing.is_empty() && beyond == 0, "disk buffer {disk}: {} lost", missing.len());
+        assert_eq!(repeated, 0, "disk buffer {disk}: lines delivered twice");
+        agent.signal("TERM");
+        agent.wait_exit(Duration::from_secs(10));
+    }
+}
