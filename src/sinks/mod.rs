@@ -178,6 +178,22 @@ pub struct Parts {
     pub framing: Option<Framing>,
 }
 
+impl Parts {
+    /// A broker sink's: each event a message of its own, four batches in
+    /// flight unless the config says otherwise.
+    pub fn messages(framing: Framing, partitioner: Option<Box<Partitioner>>) -> Parts {
+        Parts {
+            codec: Codec::Ndjson,
+            compression: Compression::None,
+            batch: BatchLimits::DEFAULT,
+            concurrency: 4,
+            max_concurrency: 64,
+            partitioner,
+            framing: Some(framing),
+        }
+    }
+}
+
 /// A built sink type: sends one encoded batch.
 pub enum Sink {
     Console(console::Sink),

@@ -18,9 +18,8 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde::Deserialize;
 
 use super::{Parts, Unconfirmed};
-use crate::batch::{BatchLimits, Compression, EncodedBatch, Framing, Mode, STRUCTURED_CONTENT_TYPE};
+use crate::batch::{EncodedBatch, Framing, Mode, STRUCTURED_CONTENT_TYPE};
 use crate::config::{BuildError, Spanned};
-use crate::event::encode::Codec;
 use crate::pipeline::metrics::ComponentMetrics;
 use crate::retry::SendError;
 
@@ -78,15 +77,7 @@ pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
         persistent: config.persistent,
         channel: tokio::sync::Mutex::new(None),
     };
-    let parts = Parts {
-        codec: Codec::Ndjson,
-        compression: Compression::None,
-        batch: BatchLimits::DEFAULT,
-        concurrency: 4,
-        max_concurrency: 64,
-        partitioner,
-        framing: Some(Framing { mode: config.mode, key: None }),
-    };
+    let parts = Parts::messages(Framing { mode: config.mode, key: None }, partitioner);
     Ok((super::Sink::Amqp(sink), parts))
 }
 

@@ -25,9 +25,8 @@ use rdkafka::{ClientConfig, ClientContext};
 use serde::Deserialize;
 
 use super::{Parts, Unconfirmed};
-use crate::batch::{BatchLimits, Compression, EncodedBatch, Framing, Mode, STRUCTURED_CONTENT_TYPE};
+use crate::batch::{EncodedBatch, Framing, Mode, STRUCTURED_CONTENT_TYPE};
 use crate::config::{BuildError, Spanned};
-use crate::event::encode::Codec;
 use crate::event::path::FieldPath;
 use crate::pipeline::metrics::ComponentMetrics;
 use crate::retry::SendError;
@@ -221,15 +220,7 @@ pub fn build(config: &Config, request_timeout: Duration) -> Result<(super::Sink,
         .map_err(|e| BuildError::new(format!("invalid Kafka producer settings: {e}")))?;
     let (destination, partitioner) = super::Destination::new(&config.topic, crate::template::raw)?;
     let sink = Sink { config: cc, producer: Mutex::new(Arc::new(producer)), destination, mode: config.mode };
-    let parts = Parts {
-        codec: Codec::Ndjson,
-        compression: Compression::None,
-        batch: BatchLimits::DEFAULT,
-        concurrency: 4,
-        max_concurrency: 64,
-        partitioner,
-        framing: Some(Framing { mode: config.mode, key }),
-    };
+    let parts = Parts::messages(Framing { mode: config.mode, key }, partitioner);
     Ok((super::Sink::Kafka(sink), parts))
 }
 

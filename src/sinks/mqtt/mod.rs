@@ -18,9 +18,8 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use super::{Parts, Unconfirmed};
-use crate::batch::{BatchLimits, Compression, EncodedBatch, Framing, Mode};
+use crate::batch::{EncodedBatch, Framing, Mode};
 use crate::config::{BuildError, Spanned};
-use crate::event::encode::Codec;
 use crate::pipeline::metrics::ComponentMetrics;
 use crate::retry::SendError;
 
@@ -116,14 +115,12 @@ pub fn build(config: &Config, id: &str) -> Result<(super::Sink, Parts), BuildErr
         connected: Default::default(),
         publishing: tokio::sync::Mutex::new(()),
     };
+    // One batch in flight: the one client publishes a batch at a time
+    // anyway (`publishing`).
     let parts = Parts {
-        codec: Codec::Ndjson,
-        compression: Compression::None,
-        batch: BatchLimits::DEFAULT,
         concurrency: 1,
         max_concurrency: 1,
-        partitioner,
-        framing: Some(Framing { mode: Mode::Structured, key: None }),
+        ..Parts::messages(Framing { mode: Mode::Structured, key: None }, partitioner)
     };
     Ok((super::Sink::Mqtt(sink), parts))
 }

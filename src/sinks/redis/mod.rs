@@ -15,9 +15,8 @@ use redis::aio::MultiplexedConnection;
 use serde::Deserialize;
 
 use super::{Parts, Unconfirmed};
-use crate::batch::{BatchLimits, Compression, EncodedBatch, Framing, Mode};
+use crate::batch::{EncodedBatch, Framing, Mode};
 use crate::config::{BuildError, Spanned};
-use crate::event::encode::Codec;
 use crate::pipeline::metrics::ComponentMetrics;
 use crate::retry::SendError;
 
@@ -80,15 +79,7 @@ pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
         encoding: config.encoding,
         connection: tokio::sync::Mutex::new(None),
     };
-    let parts = Parts {
-        codec: Codec::Ndjson,
-        compression: Compression::None,
-        batch: BatchLimits::DEFAULT,
-        concurrency: 4,
-        max_concurrency: 64,
-        partitioner,
-        framing: Some(Framing { mode: config.encoding, key: None }),
-    };
+    let parts = Parts::messages(Framing { mode: config.encoding, key: None }, partitioner);
     Ok((super::Sink::Redis(sink), parts))
 }
 
