@@ -151,6 +151,9 @@ struct Node {
     /// Each output (`id`, or `id.<name>` for a named one) and where it goes.
     outputs: Vec<(String, Arc<Wiring>)>,
     task: AbortHandle,
+    /// A sink with a disk buffer: what it has not delivered at a stop waits
+    /// on disk for the next start.
+    durable: bool,
 }
 
 /// The component an input names: `route` for `route.errors`.
@@ -267,6 +270,7 @@ impl Running {
                 continue;
             };
             let disk = disk_buffers.remove(&id);
+            let durable = disk.is_some();
             let name = id.clone();
             let task = self.tasks.spawn(async move {
                 let result = sink.run(rx, m).await;
@@ -285,6 +289,7 @@ impl Running {
                 stop: None,
                 outputs: Vec::new(),
                 task,
+                durable,
             };
             self.nodes.insert(id, node);
         }
@@ -312,6 +317,7 @@ impl Running {
                 stop: None,
                 outputs,
                 task,
+                durable: false,
             };
             self.nodes.insert(id, node);
         }
@@ -350,6 +356,7 @@ impl Running {
                 stop: Some(stop),
                 outputs,
                 task,
+                durable: false,
             };
             self.nodes.insert(id, node);
         }
@@ -400,16 +407,32 @@ impl Running {
                 Ok(Some(done)) => self.ended(done),
                 Ok(None) => return true,
                 Err(_) => {
-                    let waiting: u64 = (self.registry.components().iter())
-                        .filter(|c| ids.contains(&c.id))
-                        .map(|c| c.buffer_events.load(std::sync::atomic::Ordering::Relaxed))
-                        .sum();
-                    tracing::error!(
-                        timeout = %humantime::format_duration(timeout),
-                        buffered_events = waiting,
-                        "shutdown_timeout reached; stopping with events undelivered (their sources \
-                         were not told they were delivered)"
-                    );
+                    let (mut on_disk, mut in_memory) = (0u64, 0u64);
+                    for c in self.registry.components().iter().filter(|c| ids.contains(&c.id)) {
+                        let n = c.buffer_events.load(std::sync::atomic::Ordering::Relaxed);
+                        match self.nodes.get(&c.id) {
+                            Some(node) if node.durable => on_disk += n,
+                            _ => in_memory += n,
+                        }
+                    }
+                    let timeout = humantime::format_duration(timeout);
+                    if on_disk > 0 {
+                        // Nothing is lost: a warning, not an error.
+                        tracing::warn!(
+                            %timeout,
+                            buffered_events = on_disk,
+                            "shutdown_timeout reached; the events not yet delivered stay in the disk \
+                             buffers and are delivered after the next start"
+                        );
+                    }
+                    if in_memory > 0 || on_disk == 0 {
+                        tracing::error!(
+                            %timeout,
+                            buffered_events = in_memory,
+                            "shutdown_timeout reached; stopping with events undelivered (their sources \
+                             were not told they were delivered)"
+                        );
+                    }
                     for id in ids {
                         if let Some(node) = self.nodes.get(id) {
                             node.task.abort();
