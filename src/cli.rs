@@ -106,6 +106,8 @@ fn buffer(action: BufferAction, path: &Path) -> ExitCode {
         Err(code) => return code,
     };
     let mut damaged = false;
+    // Records of a newer format, which neither repair nor the agent touch.
+    let mut left = false;
     let mut any = false;
     for (id, dir) in topology.disk_buffers(&config.data_dir) {
         any = true;
@@ -121,6 +123,14 @@ fn buffer(action: BufferAction, path: &Path) -> ExitCode {
         print!("{report}");
         for d in &report.damage {
             damaged = true;
+            if d.newer {
+                // Events, not damage: cutting them would lose them.
+                if let BufferAction::Repair = action {
+                    println!("  left as it is: {} (written by a newer hostwatch)", d.path.display());
+                }
+                left = true;
+                continue;
+            }
             if let BufferAction::Repair = action {
                 match crate::buffer::disk::cut(&d.path, d.offset) {
                     Ok(()) => println!("  repaired: {} cut at byte {}", d.path.display(), d.offset),
@@ -134,6 +144,7 @@ fn buffer(action: BufferAction, path: &Path) -> ExitCode {
     }
     match (action, damaged) {
         (BufferAction::Inspect, true) => ExitCode::FAILURE,
+        (BufferAction::Repair, _) if left => ExitCode::FAILURE,
         _ => ExitCode::SUCCESS,
     }
 }
@@ -233,6 +244,17 @@ fn validate(path: &Path, connect: bool) -> ExitCode {
                 match crate::buffer::disk::inspect(&dir) {
                     Ok(r) => {
                         for d in r.damage {
+                            if d.newer {
+                                state.push(format!(
+                                    "sink `{id}`: the disk buffer {} holds events written by a newer hostwatch \
+                                     from byte {} ({}); the agent will not start with it: run that version \
+                                     until the buffer is empty, or move the directory away",
+                                    d.path.display(),
+                                    d.offset,
+                                    d.error
+                                ));
+                                continue;
+                            }
                             eprintln!(
                                 "warning: sink `{id}`: disk buffer {} damaged from byte {} ({}): the agent will skip it and count the loss; `hostwatch buffer repair` cuts it",
                                 d.path.display(),

@@ -178,26 +178,68 @@ fn save_acked(dir: &Path, p: Position) -> io::Result<()> {
 /// event counts alone: (records, events, bytes), and where it stops being
 /// readable (a torn or damaged frame), if it does.
 pub fn scan(path: &Path, offset: u64) -> io::Result<(u64, u64, u64, Option<u64>)> {
+    let (mut records, mut events) = (0, 0);
+    let (bytes, stop) = frames(path, offset, |_, _, _, word| {
+        records += 1;
+        events += u64::from(record::count(word));
+        Ok(true)
+    })?;
+    Ok((records, events, bytes, stop))
+}
+
+/// Calls `each(file, offset, length, first word)` for each frame of a
+/// segment from `offset` on, until it returns false or a frame is torn or
+/// damaged. Returns the bytes walked, and where a damaged frame stopped it.
+fn frames(
+    path: &Path,
+    offset: u64,
+    mut each: impl FnMut(&mut File, u64, usize, u32) -> io::Result<bool>,
+) -> io::Result<(u64, Option<u64>)> {
     let mut f = File::open(path)?;
     let size = f.metadata()?.len();
-    let (mut records, mut events, mut at) = (0, 0, offset);
+    let mut at = offset;
     f.seek(SeekFrom::Start(offset))?;
     let mut head = [0u8; record::HEADER + 4];
     while at < size {
         if at + head.len() as u64 > size || f.read_exact(&mut head).is_err() {
-            return Ok((records, events, at - offset, Some(at)));
+            return Ok((at - offset, Some(at)));
         }
         let (len, _) = record::header(head[..record::HEADER].try_into().unwrap_or(&[0; record::HEADER]));
-        let n = record::count(u32::from_le_bytes([head[8], head[9], head[10], head[11]]));
+        let word = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
         if !(4..=record::MAX_PAYLOAD).contains(&len) || at + (record::HEADER + len) as u64 > size {
-            return Ok((records, events, at - offset, Some(at)));
+            return Ok((at - offset, Some(at)));
         }
-        records += 1;
-        events += u64::from(n);
+        if !each(&mut f, at, len, word)? {
+            return Ok((at - offset, None));
+        }
         at += (record::HEADER + len) as u64;
         f.seek(SeekFrom::Start(at))?;
     }
-    Ok((records, events, at - offset, None))
+    Ok((at - offset, None))
+}
+
+/// The first intact record of `path` from `offset` on in a format newer
+/// than this version reads, and that format. Such records were written by
+/// a newer hostwatch (rolled back since): they are not damage to skip but
+/// events to leave for it.
+fn newer_record(path: &Path, offset: u64) -> io::Result<Option<(u64, u32)>> {
+    let mut found = None;
+    frames(path, offset, |f, at, len, word| {
+        let format = record::format(word);
+        if format <= record::FORMAT {
+            return Ok(true);
+        }
+        let mut frame = vec![0; record::HEADER + len];
+        f.seek(SeekFrom::Start(at))?;
+        f.read_exact(&mut frame)?;
+        let (_, crc) = record::header(frame[..record::HEADER].try_into().unwrap_or(&[0; record::HEADER]));
+        if record::intact(&frame[record::HEADER..], crc) {
+            found = Some((at, format));
+            return Ok(false);
+        }
+        Ok(true)
+    })?;
+    Ok(found)
 }
 
 /// Opens the buffer in `settings.dir` and starts its tasks: `input` is the
@@ -236,6 +278,17 @@ pub async fn start(
     for n in existing.iter().filter(|n| **n >= start.segment) {
         let from = if *n == start.segment { start.offset } else { 0 };
         let path = segment_path(dir, *n);
+        // Only this process writes here while it runs (the lock): records
+        // of a newer format can only be there at its start.
+        if let Ok(Some((at, format))) = newer_record(&path, from) {
+            return Err(format!(
+                "the disk buffer {} holds events written by a newer hostwatch (record format {format} \
+                 at byte {at} of {}), which this version cannot read: run the newer version until the \
+                 buffer is empty, or move the directory away",
+                dir.display(),
+                path.display()
+            ));
+        }
         waiting += scan(&path, from).map_or(0, |s| s.1);
         bytes += fs::metadata(&path).map_or(0, |m| m.len()).saturating_sub(from);
     }
@@ -1057,6 +1110,9 @@ pub struct Damage {
     pub path: PathBuf,
     pub offset: u64,
     pub error: String,
+    /// Not damage: an intact record a newer hostwatch wrote. The agent
+    /// refuses to start with it, and `repair` leaves it.
+    pub newer: bool,
 }
 
 /// What a disk buffer holds, for `hostwatch buffer inspect`.
@@ -1087,7 +1143,18 @@ impl std::fmt::Display for Report {
             writeln!(f, "  delivered up to: segment {} byte {}", p.segment, p.offset)?;
         }
         for d in &self.damage {
-            writeln!(f, "  DAMAGED: {} from byte {}: {}", d.path.display(), d.offset, d.error)?;
+            if d.newer {
+                writeln!(
+                    f,
+                    "  WRITTEN BY A NEWER HOSTWATCH: {} from byte {}: {}; run that version until the \
+                     buffer is empty",
+                    d.path.display(),
+                    d.offset,
+                    d.error
+                )?;
+            } else {
+                writeln!(f, "  DAMAGED: {} from byte {}: {}", d.path.display(), d.offset, d.error)?;
+            }
         }
         if self.damage.is_empty() {
             writeln!(f, "  no damage")?;
@@ -1127,7 +1194,8 @@ pub fn inspect(dir: &Path) -> io::Result<Report> {
                 }
                 Ok(None) => break,
                 Err(error) => {
-                    report.damage.push(Damage { path: path.clone(), offset: at, error });
+                    let newer = newer_record(&path, at).ok().flatten().is_some_and(|(n, _)| n == at);
+                    report.damage.push(Damage { path: path.clone(), offset: at, error, newer });
                     break;
                 }
             }
@@ -1412,5 +1480,49 @@ mod tests {
             scan(&segment_path(dir.path(), 1), first_record).unwrap(),
             (2, 20, buf.len() as u64 - first_record, None)
         );
+    }
+
+    /// Records a newer hostwatch wrote (rolled back since) are not damage:
+    /// the buffer is refused at start, naming them, and left as it is. A
+    /// record of an unknown format that fails its checksum is damage.
+    #[tokio::test]
+    async fn records_of_a_newer_format_are_refused_not_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut buf = Vec::new();
+        record::encode(&events(10, 0), &mut buf);
+        let newer_at = buf.len();
+        record::encode(&events(10, 10), &mut buf);
+        let payload = newer_at + record::HEADER;
+        let word = u32::from_le_bytes(buf[payload..payload + 4].try_into().unwrap());
+        let word = (record::FORMAT + 1) << 28 | record::count(word);
+        buf[payload..payload + 4].copy_from_slice(&word.to_le_bytes());
+        let crc = crc32c::crc32c(&buf[payload..]);
+        buf[newer_at + 4..payload].copy_from_slice(&crc.to_le_bytes());
+        let segment = segment_path(dir.path(), 1);
+        fs::write(&segment, &buf).unwrap();
+
+        let limits = Limits { max_events: 1 << 20, max_bytes: 1 << 30, when_full: WhenFull::Block };
+        let metrics = Arc::new(ComponentMetrics::new("out", "sink", "http"));
+        let (_tx, rx) = channel::channel(limits, None);
+        let Err(e) = start(settings(dir.path()), rx, metrics).await else {
+            panic!("a newer buffer was opened")
+        };
+        assert!(e.contains("newer hostwatch") && e.contains(&format!("byte {newer_at}")), "{e}");
+        assert_eq!(fs::read(&segment).unwrap(), buf, "the buffer was changed");
+        let r = inspect(dir.path()).unwrap();
+        assert_eq!((r.records, r.damage.len()), (1, 1));
+        assert!(r.damage[0].newer && r.damage[0].offset == newer_at as u64, "{r}");
+        assert!(r.to_string().contains("NEWER HOSTWATCH"), "{r}");
+
+        // The same record damaged: read up to it, the rest skipped.
+        buf[payload + 6] ^= 1;
+        fs::write(&segment, &buf).unwrap();
+        assert!(!inspect(dir.path()).unwrap().damage[0].newer);
+        let (tx, mut driver, tasks) = open(dir.path()).await;
+        let first = driver.recv().await.unwrap();
+        assert_eq!(first.len(), 10);
+        drop(first);
+        drop(tx);
+        tasks.finish().await;
     }
 }

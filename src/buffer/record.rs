@@ -49,12 +49,17 @@ pub const HEADER: usize = 8;
 pub const MAX_PAYLOAD: usize = 256 << 20;
 
 /// The format [`encode`] writes, in the top bits of a payload's first word.
-const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 1;
 const COUNT_BITS: u32 = 28;
 
 /// The number of events announced by a payload's first word.
 pub fn count(word: u32) -> u32 {
     word & ((1 << COUNT_BITS) - 1)
+}
+
+/// The format of a payload, from its first word.
+pub fn format(word: u32) -> u32 {
+    word >> COUNT_BITS
 }
 
 /// Appends one framed record holding `events` to `out`. A batch holds far
@@ -271,7 +276,7 @@ pub fn decode_sized(payload: Bytes) -> Result<(Vec<Event>, usize), String> {
     let n = count(word) as usize;
     // An event takes at least 4 bytes in format 1, 40 in format 0: no
     // allocation from a bogus count.
-    let format = word >> COUNT_BITS;
+    let format = format(word);
     let least = if format == 0 { 40 } else { 4 };
     let mut events = Vec::with_capacity(n.min(r.b.len() / least + 1));
     match format {
