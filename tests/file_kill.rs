@@ -62,6 +62,11 @@ async fn kill_9_five_times_while_rotating_loses_nothing_and_repeats_little() {
     let (missing, repeated, beyond) = receiver.seq_report(300_000);
     assert!(missing.is_empty(), "{} lines lost, e.g. {:?}", missing.len(), &missing[..missing.len().min(10)]);
     assert_eq!(beyond, 0);
-    assert!(repeated < 10_000, "{repeated} lines repeated over five kills");
+    // What a kill repeats is what was delivered since the last checkpoint
+    // write (10 ms apart, each an fsync): about a batch of 1,000 on an idle
+    // machine, several when the machine is loaded and the agent is catching
+    // up after a restart. A tenth of the lines over five kills still tells
+    // checkpoints that wait for a stop, or for a second, from these.
+    assert!(repeated < 30_000, "{repeated} lines repeated over five kills");
     eprintln!("kill -9 x5: {repeated} lines repeated");
 }
