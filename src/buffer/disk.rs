@@ -438,8 +438,10 @@ const PASSED_HOLD: Duration = Duration::from_secs(2);
 /// for room while the sink delivers; once none is delivered for
 /// `PASSED_WAIT`, the batch goes to disk with copies of those passed: a
 /// sink that fills its requests slowly (a slow file, or many small
-/// batches), or retries one, would hold the source back.
+/// batches), or retries one, would hold the source back. Two pass however
+/// large they are (see `passed_room`).
 const PASSED_MAX: usize = 1024;
+const PASSED_MIN: usize = 2;
 const PASSED_BYTES: usize = 4 << 20;
 const PASSED_WAIT: Duration = Duration::from_millis(100);
 
@@ -691,7 +693,10 @@ impl Writer {
     /// `size`.
     fn passed_room(&self, size: usize) -> bool {
         let held: usize = self.passed.iter().map(|p| p.events.size()).sum();
-        self.passed.len() < PASSED_MAX && (self.passed.is_empty() || held + size <= PASSED_BYTES)
+        // Two, however large: the sink may hold the tail of one in a
+        // request it fills with the next (a batch larger than the sink's
+        // requests, parsed lines say), and delivers it only then.
+        self.passed.len() < PASSED_MIN || self.passed.len() < PASSED_MAX && held + size <= PASSED_BYTES
     }
 
     /// Waits, for a source that loses nothing by it, until the reader has
@@ -1313,6 +1318,38 @@ mod tests {
             assert_eq!((b.events()[0].time, b.len()), (1000 * i, 100), "out of order");
             b.acks.settle(BatchStatus::Delivered);
         }
+    }
+
+    /// Batches larger than the sink's requests (lines a transform parsed
+    /// into many fields): the sink delivers the tail of one only with the
+    /// head of the next, so the next passes although the first, on its own,
+    /// fills the room for passed batches. Nothing goes to disk.
+    #[tokio::test]
+    async fn a_large_batch_passes_while_the_sink_holds_the_tail_of_the_one_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut driver, tasks) = open(dir.path()).await;
+        let large = |base: i64| {
+            let (share, status) = token();
+            let mut batch = EventBatch::with_size(events(100, base), AckSet::one(share), PASSED_BYTES + 1);
+            batch.may_wait = true;
+            batch.rereadable = true;
+            (batch, status)
+        };
+        let (first, first_status) = large(0);
+        tx.send(first).await.unwrap();
+        let held = driver.recv().await.unwrap();
+        let (second, second_status) = large(100);
+        tx.send(second).await.unwrap();
+        let next = tokio::time::timeout(PASSED_WAIT / 2, driver.recv()).await;
+        let next = next.expect("the second batch waited for the first's delivery").unwrap();
+        assert_eq!(next.events()[0].time, 100);
+        assert_eq!(bytes_on_disk(dir.path()), 0, "a batch that could pass was written");
+        held.acks.settle(BatchStatus::Delivered);
+        next.acks.settle(BatchStatus::Delivered);
+        assert_eq!(first_status.await, BatchStatus::Delivered);
+        assert_eq!(second_status.await, BatchStatus::Delivered);
+        drop(tx);
+        tasks.finish().await;
     }
 
     /// A sink that holds a passed batch while the file source goes quiet
