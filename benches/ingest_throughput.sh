@@ -3,12 +3,16 @@
 # benchkit sinkhole (../shared/tools/benchkit) counts every event and checks
 # every sequence number; examples/ingest_load.rs publishes.
 #
-#   benches/ingest_throughput.sh [EVENTS] [PER_REQUEST] [CONNECTIONS]
+#   benches/ingest_throughput.sh [EVENTS] [PER_REQUEST] [CONNECTIONS] [CONFIG]
+#
+# CONFIG defaults to benches/configs/ingest-to-http.yaml (memory buffer);
+# benches/configs/ingest-to-http-disk.yaml puts a disk buffer in between.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 events=${1:-1000000}
 per_request=${2:-1000}
 connections=${3:-4}
+config=${4:-benches/configs/ingest-to-http.yaml}
 kit=${BENCHKIT_TARGET:-${TMPDIR:-/tmp}/benchkit-target}
 if [ ! -x "$kit/release/sinkhole" ]; then
     CARGO_TARGET_DIR="$kit" cargo build --release --quiet --manifest-path ../shared/tools/benchkit/Cargo.toml
@@ -19,7 +23,7 @@ sink_port=19900
 "$kit/release/sinkhole" --listen 127.0.0.1:$sink_port --summary "$work/sinkhole.json" >/dev/null 2>&1 &
 sink=$!
 sed -e "s#{data_dir}#$work/data#" -e "s#{sink_url}#http://127.0.0.1:$sink_port/ingest#" \
-    benches/configs/ingest-to-http.yaml > "$work/agent.yaml"
+    "$config" > "$work/agent.yaml"
 target/release/hostwatch run --config "$work/agent.yaml" 2>"$work/agent.log" &
 agent=$!
 trap 'kill $agent $sink 2>/dev/null || true' EXIT
