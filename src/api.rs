@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::metrics::{Registry, State};
+use crate::util::redact::scrub;
 
 /// Binds the API's address; serving starts with [`serve`].
 pub async fn bind(address: SocketAddr) -> Result<TcpListener, String> {
@@ -85,7 +86,7 @@ fn handle(
         "/metrics" => respond(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            registry.render(started.elapsed()),
+            scrub(&registry.render(started.elapsed())).into_owned(),
         ),
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found; try /health or /metrics\n".to_string()),
     }
@@ -115,7 +116,7 @@ fn health(registry: &Registry, started: Instant) -> Response<Full<Bytes>> {
                 "kind": c.kind,
                 "type": c.ty,
                 "state": c.state().as_str(),
-                "last_error": c.last_error(),
+                "last_error": c.last_error().map(|e| scrub(&e).into_owned()),
             })
         })
         .collect();

@@ -12,6 +12,7 @@ use crate::config::{self, Config, Diagnostic, LogFormat};
 use crate::event::Str;
 use crate::notify;
 use crate::pipeline::{self, metrics::Registry};
+use crate::util::redact::scrub;
 
 /// sysexits(3) EX_CONFIG: the configuration is wrong.
 pub const EXIT_CONFIG: u8 = 78;
@@ -86,6 +87,7 @@ pub enum BufferAction {
 
 /// Runs a parsed command line; the returned code is the process's exit code.
 pub fn main(cli: Cli) -> ExitCode {
+    crate::util::redact::scrub_panics();
     match cli.command {
         // A dry run is what `validate --connect` does.
         Command::Run { config, dry_run: true } => validate(&config, true),
@@ -120,7 +122,7 @@ fn buffer(action: BufferAction, path: &Path) -> ExitCode {
             }
         };
         println!("sink `{id}`: {}", dir.display());
-        print!("{report}");
+        print!("{}", scrub(&report.to_string()));
         for d in &report.damage {
             damaged = true;
             if d.newer {
@@ -151,7 +153,7 @@ fn buffer(action: BufferAction, path: &Path) -> ExitCode {
 
 fn print_diagnostics(path: &Path, diagnostics: &[Diagnostic]) {
     for d in diagnostics {
-        eprintln!("{}", d.display(path));
+        eprintln!("{}", scrub(&d.display(path).to_string()));
     }
 }
 
@@ -159,7 +161,7 @@ fn print_diagnostics(path: &Path, diagnostics: &[Diagnostic]) {
 fn check(path: &Path) -> Result<(Config, pipeline::Topology, Vec<Diagnostic>), ExitCode> {
     load_and_build(path).map_err(|problems| {
         for p in &problems {
-            eprintln!("{p}");
+            eprintln!("{}", scrub(p));
         }
         ExitCode::from(EXIT_CONFIG)
     })
@@ -298,7 +300,7 @@ fn validate(path: &Path, connect: bool) -> ExitCode {
                     Ok(()) => println!("sinks.{id}: reachable"),
                     Err(e) => {
                         down += 1;
-                        eprintln!("sinks.{id}: not reachable: {e}");
+                        eprintln!("sinks.{id}: not reachable: {}", scrub(&e));
                     }
                 }
             }
@@ -352,7 +354,8 @@ fn init_logging(config: &Config) {
     use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Every line scrubbed of secrets on its way out.
+        .with_writer(crate::util::redact::Stderr)
         .with_ansi(std::io::stderr().is_terminal());
     let _ = match config.log.format {
         LogFormat::Text => builder.try_init(),
@@ -448,6 +451,14 @@ async fn run_agent(config: Config, topology: pipeline::Topology) -> Result<(), S
 
 use crate::api;
 
+/// What each component's settings are, after interpolation.
+fn fingerprints(config: &Config) -> Vec<u64> {
+    (config.sources.iter().map(|c| c.fingerprint))
+        .chain(config.transforms.iter().map(|c| c.fingerprint))
+        .chain(config.sinks.iter().map(|c| c.fingerprint))
+        .collect()
+}
+
 /// Reads the config again. A config that does not validate is refused (its
 /// errors logged) and the running pipeline goes on. A valid one replaces
 /// the components that changed (see [`pipeline::Running::reload`]); the
@@ -474,7 +485,8 @@ async fn reload(
             return Ok(());
         }
     };
-    if new.hash == config.hash {
+    // The same text may mean other values: a `${file:...}` secret rotated.
+    if new.hash == config.hash && fingerprints(&new) == fingerprints(config) {
         tracing::info!("the config did not change");
         return Ok(());
     }

@@ -14,6 +14,7 @@
 //! - [`template`]: destinations that depend on the event (`{type}`, `%Y-%m-%d`).
 //! - [`api`]: `/health` and `/metrics`.
 //! - [`notify`]: systemd notifications (ready, reloading, stopping) and the watchdog.
+//! - [`util`]: small shared helpers (redacting secrets from what is printed or stored).
 
 pub mod api;
 pub mod batch;
@@ -29,3 +30,4 @@ pub mod sinks;
 pub mod sources;
 pub mod template;
 pub mod transforms;
+pub mod util;

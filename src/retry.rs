@@ -91,6 +91,19 @@ impl SendError {
     pub fn retry(reason: impl Into<String>) -> Self {
         SendError::Retry { after: None, reason: reason.into() }
     }
+
+    /// The same error, its reason without secrets: reasons are logged,
+    /// shown in `/health` and written next to dead letters, and a client
+    /// library's message often holds the URL it was given.
+    pub fn scrubbed(self) -> Self {
+        use crate::util::redact::scrub;
+        match self {
+            SendError::Retry { after, reason } => {
+                SendError::Retry { after, reason: scrub(&reason).into_owned() }
+            }
+            SendError::Permanent(reason) => SendError::Permanent(scrub(&reason).into_owned()),
+        }
+    }
 }
 
 /// The longest `Retry-After` honoured; a larger one is taken as this.

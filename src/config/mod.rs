@@ -5,6 +5,7 @@
 //! each top-level key and each component is deserialized on its own, and the
 //! graph is checked even when a component's own settings are wrong.
 
+pub mod secrets;
 pub mod units;
 pub mod yaml;
 
@@ -231,6 +232,8 @@ pub fn parse(
     let fail = |diagnostics| LoadError { path: path.to_path_buf(), diagnostics };
     let root = yaml::parse(text, env)
         .map_err(|errs| fail(errs.into_iter().map(|e| Diagnostic::from_yaml("", e)).collect()))?;
+    // Before any setting is checked: an error may quote a value.
+    secrets::remember(&root);
     let mut diags = Vec::new();
     let mut graph = Vec::new();
     let mut config = Config {

@@ -268,7 +268,12 @@ fn merge_keys(node: &mut Node, errors: &mut Vec<Error>) {
     }
 }
 
-/// Substitutes `${NAME}` and `${NAME:-default}`; `$$` is a literal `$`.
+/// Substitutes `${NAME}` and `${NAME:-default}` from the environment,
+/// `${file:/path}` with the content of a file and `${credential:NAME}` with
+/// that of `$CREDENTIALS_DIRECTORY/NAME` (systemd's `LoadCredential=`);
+/// `$$` is a literal `$`. What comes from a file, or from a variable whose
+/// name looks secret, is remembered as a secret (see `util::redact`), so
+/// that no message shows it.
 pub fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     if !text.contains('$') {
         return Ok(text.to_string());
@@ -282,26 +287,16 @@ pub fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S
             out.push('$');
             rest = after;
         } else if let Some(after) = rest.strip_prefix("${") {
-            let end = after.find('}').ok_or_else(|| format!("`${{` without a closing `}}` in {text:?}"))?;
+            // The text is not quoted whole: it may be a secret written in
+            // the file by mistake.
+            let end = after.find('}').ok_or("`${` without a closing `}`")?;
             let expr = &after[..end];
-            let (name, default) = match expr.split_once(":-") {
-                Some((n, d)) => (n, Some(d)),
-                None => (expr, None),
-            };
-            let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !valid {
-                return Err(format!("`${{{expr}}}` is not a valid variable reference"));
-            }
-            match (env(name).filter(|v| !v.is_empty() || default.is_none()), default) {
-                (Some(v), _) => out.push_str(&v),
-                (None, Some(d)) => out.push_str(d),
-                (None, None) => {
-                    return Err(format!(
-                        "environment variable `{name}` is not set (write `${{{name}:-default}}` \
-                         to give a default)"
-                    ));
-                }
+            if let Some(path) = expr.strip_prefix("file:") {
+                out.push_str(&secret_file(std::path::Path::new(path), expr)?);
+            } else if let Some(name) = expr.strip_prefix("credential:") {
+                out.push_str(&credential(name, env)?);
+            } else {
+                out.push_str(&variable(expr, env)?);
             }
             rest = &after[end + 1..];
         } else {
@@ -311,6 +306,65 @@ pub fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// `NAME` or `NAME:-default` from the environment.
+fn variable(expr: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let (name, default) = match expr.split_once(":-") {
+        Some((n, d)) => (n, Some(d)),
+        None => (expr, None),
+    };
+    let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!(
+            "`${{{expr}}}` is not a valid variable reference (`${{NAME}}`, `${{NAME:-default}}`, \
+             `${{file:/path}}` or `${{credential:NAME}}`)"
+        ));
+    }
+    match (env(name).filter(|v| !v.is_empty() || default.is_none()), default) {
+        (Some(v), _) => {
+            if crate::util::redact::looks_secret(name) {
+                crate::util::redact::remember(&v);
+            }
+            Ok(v)
+        }
+        (None, Some(d)) => Ok(d.to_string()),
+        (None, None) => Err(format!(
+            "environment variable `{name}` is not set (write `${{{name}:-default}}` to give a default)"
+        )),
+    }
+}
+
+/// The whole content of a secret file, without its trailing newline. Its
+/// content is never part of an error.
+fn secret_file(path: &std::path::Path, expr: &str) -> Result<String, String> {
+    if !path.is_absolute() {
+        return Err(format!("`${{{expr}}}`: the path must be absolute"));
+    }
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("`${{{expr}}}`: cannot read {}: {e}", path.display()))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| format!("`${{{expr}}}`: {} is not UTF-8 text", path.display()))?;
+    let value = text.trim_end_matches(['\n', '\r']).to_string();
+    crate::util::redact::remember(&value);
+    Ok(value)
+}
+
+/// `${credential:NAME}`: `$CREDENTIALS_DIRECTORY/NAME`, where systemd puts
+/// what `LoadCredential=` or `SetCredential=` gave the service.
+fn credential(name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let expr = format!("credential:{name}");
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+        return Err(format!("`${{{expr}}}`: a credential name is a file name, without `/`"));
+    }
+    let dir = env("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()).ok_or_else(|| {
+        format!(
+            "`${{{expr}}}`: $CREDENTIALS_DIRECTORY is not set (systemd sets it for a unit with \
+             `LoadCredential={name}:/path/to/file`; elsewhere write `${{file:/path/to/file}}`)"
+        )
+    })?;
+    secret_file(&std::path::Path::new(&dir).join(name), &expr)
 }
 
 // === Spanned ===
@@ -791,6 +845,43 @@ mod tests {
         assert!(interpolate("${NOPE}", &env).unwrap_err().contains("`NOPE` is not set"));
         assert!(interpolate("${1A}", &env).is_err());
         assert!(interpolate("${OPEN", &env).is_err());
+    }
+
+    #[test]
+    fn secrets_from_files_and_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "tok-from-file\n").unwrap();
+        let token = dir.path().join("token");
+        let creds = dir.path().to_str().unwrap().to_string();
+        let env = move |k: &str| (k == "CREDENTIALS_DIRECTORY").then(|| creds.clone());
+        let text = format!("Bearer ${{file:{}}}", token.display());
+        assert_eq!(interpolate(&text, &env).unwrap(), "Bearer tok-from-file");
+        assert_eq!(interpolate("${credential:token}", &env).unwrap(), "tok-from-file");
+        // What a file holds is a secret from then on.
+        assert_eq!(crate::util::redact::scrub("got tok-from-file"), "got [redacted]");
+
+        let missing = interpolate("${file:/nonexistent/secret}", &env).unwrap_err();
+        assert!(missing.contains("cannot read /nonexistent/secret"), "{missing}");
+        assert!(interpolate("${file:relative/path}", &env).unwrap_err().contains("must be absolute"));
+        assert!(interpolate("${credential:../token}", &env).unwrap_err().contains("without `/`"));
+        let unset = interpolate("${credential:token}", &no_env).unwrap_err();
+        assert!(unset.contains("$CREDENTIALS_DIRECTORY is not set"), "{unset}");
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_read_is_an_error_at_its_position() {
+        let errs = parse("a: 1\nb: \"${file:/nonexistent/x}\"\n", &no_env).unwrap_err();
+        assert_eq!(errs[0].pos, Some(Pos { line: 2, col: 4 }));
+    }
+
+    #[test]
+    fn variables_named_like_secrets_are_remembered() {
+        let env = |k: &str| Some(format!("value-of-{k}"));
+        interpolate("${OPS_API_TOKEN} ${PLAIN_SETTING}", &env).unwrap();
+        assert_eq!(
+            crate::util::redact::scrub("value-of-OPS_API_TOKEN value-of-PLAIN_SETTING"),
+            "[redacted] value-of-PLAIN_SETTING"
+        );
     }
 
     #[test]

@@ -208,7 +208,7 @@ pub enum Sink {
 
 impl Sink {
     async fn send(&self, batch: &EncodedBatch, metrics: &ComponentMetrics) -> Result<(), SendError> {
-        match self {
+        let result = match self {
             Sink::Console(s) => s.send(batch).await,
             Sink::File(s) => s.send(batch).await,
             Sink::Http(s) => s.send(batch).await,
@@ -217,13 +217,14 @@ impl Sink {
             Sink::Nats(s) => s.send(batch, metrics).await,
             Sink::Mqtt(s) => s.send(batch, metrics).await,
             Sink::Redis(s) => s.send(batch, metrics).await,
-        }
+        };
+        result.map_err(SendError::scrubbed)
     }
 
     /// Whether the destination answers (brokers: a connection, or the
     /// cluster's metadata). Sinks without a remote end are always healthy.
     pub async fn healthcheck(&self, timeout: Duration) -> Result<(), String> {
-        match self {
+        let result = match self {
             Sink::Console(_) | Sink::File(_) => Ok(()),
             Sink::Http(s) => s.healthcheck(timeout).await,
             Sink::Kafka(s) => s.healthcheck(timeout).await,
@@ -231,7 +232,8 @@ impl Sink {
             Sink::Nats(s) => s.healthcheck().await,
             Sink::Mqtt(s) => s.healthcheck().await,
             Sink::Redis(s) => s.healthcheck().await,
-        }
+        };
+        result.map_err(|e| crate::util::redact::scrub(&e).into_owned())
     }
 }
 

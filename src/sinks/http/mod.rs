@@ -81,8 +81,10 @@ pub struct Sink {
 }
 
 pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
-    let url = reqwest::Url::parse(&config.url.value)
-        .map_err(|e| BuildError::at(config.url.pos, format!("invalid url {:?}: {e}", config.url.value)))?;
+    let url = reqwest::Url::parse(&config.url.value).map_err(|e| {
+        let shown = crate::util::redact::redact_url(&config.url.value);
+        BuildError::at(config.url.pos, format!("invalid url {shown:?}: {e}"))
+    })?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(BuildError::at(config.url.pos, "`url` must start with http:// or https://"));
     }

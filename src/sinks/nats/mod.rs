@@ -84,7 +84,7 @@ impl Sink {
             .get_or_try_init(|| async {
                 // Connects in the background and reconnects by itself; a
                 // server that is down at start is not an error.
-                let url = self.url.clone();
+                let url = crate::util::redact::redact_url(&self.url).into_owned();
                 async_nats::ConnectOptions::new()
                     .retry_on_initial_connect()
                     // Said once per change, not at every reconnect attempt.
@@ -180,7 +180,7 @@ impl Sink {
         match tokio::time::timeout(Duration::from_secs(5), client.flush()).await {
             Ok(Ok(())) if client.connection_state() == async_nats::connection::State::Connected => Ok(()),
             Ok(Err(e)) => Err(format!("NATS does not answer: {e}")),
-            _ => Err(format!("not connected to NATS at {}", self.url)),
+            _ => Err(format!("not connected to NATS at {}", crate::util::redact::redact_url(&self.url))),
         }
     }
 }

@@ -174,7 +174,9 @@ async fn run(check: &Check, client: Option<reqwest::Client>) -> Result<(), Strin
         }
         Check::Http(url, expect) => {
             let client = client.ok_or("no HTTP client")?;
-            let status = client.get(url.clone()).send().await.map_err(|e| e.to_string())?.status();
+            // reqwest's message holds the URL, and the error goes into an event.
+            let hide = |e: reqwest::Error| crate::util::redact::scrub(&e.to_string()).into_owned();
+            let status = client.get(url.clone()).send().await.map_err(hide)?.status();
             let ok = match expect {
                 Some(code) => status.as_u16() == *code,
                 None => status.is_success(),
