@@ -478,10 +478,18 @@ fn access_log(line: &Str, combined: bool, out: &mut Map, before: usize) -> Resul
     if combined {
         let referrer = cur.quoted().ok_or("no \"referrer\"")?;
         let agent = cur.quoted().ok_or("no \"user agent\"")?;
-        out.set_after(before, REFERRER.clone(), text_or_null(line, referrer));
-        out.set_after(before, USER_AGENT.clone(), Value::Str(unescape(line, agent)));
+        // Both are request headers logged the same way: escaped alike, and
+        // `-` when the client sent none.
+        out.set_after(before, REFERRER.clone(), header_or_null(line, referrer));
+        out.set_after(before, USER_AGENT.clone(), header_or_null(line, agent));
     }
     Ok(())
+}
+
+/// A logged request header: `null` for `-` (none was sent), else its text
+/// without escapes.
+fn header_or_null(line: &Str, part: &str) -> Value {
+    if part == "-" { Value::Null } else { Value::Str(unescape(line, part)) }
 }
 
 /// A quoted field without its backslash escapes (`\"`, `\\`, `\xHH`);
