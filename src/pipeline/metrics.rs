@@ -108,6 +108,8 @@ pub struct ComponentMetrics {
     /// Broker sinks: messages published and not yet confirmed.
     pub unconfirmed: AtomicU64,
     pub buffer_bytes: AtomicU64,
+    /// Events taken in and given up by a stop that timed out: counted once.
+    abandoned: AtomicU64,
     /// The last error, for `/health`.
     last_error: Mutex<Option<String>>,
     /// Transforms: expressions and parsers that failed, by reason.
@@ -134,6 +136,7 @@ impl ComponentMetrics {
             buffer_events: AtomicU64::new(0),
             unconfirmed: AtomicU64::new(0),
             buffer_bytes: AtomicU64::new(0),
+            abandoned: AtomicU64::new(0),
             last_error: Mutex::new(None),
             errors: Mutex::new(Vec::new()),
         }
@@ -203,18 +206,23 @@ impl ComponentMetrics {
         }
     }
 
-    /// Events a transform or sink holds: those waiting in its input channel,
-    /// and those it took in and has not passed on, delivered or dropped
-    /// (in a batch being built, a request being retried). Meant for a
-    /// component that has stopped.
-    pub fn held(&self) -> u64 {
+    /// For a transform or sink that was aborted (a stop that timed out):
+    /// the events it held, which are gone with it. Those waiting in its
+    /// input channel, and those it took in and had not passed on, delivered
+    /// or dropped (in a batch being built, a request being retried). They
+    /// are counted once: the component's next run starts from nothing.
+    pub fn abandon(&self) -> u64 {
         // Drops for a full buffer happen before the component takes events in.
         let dropped: u64 = (DropReason::ALL.iter())
             .filter(|r| **r != DropReason::BufferFull)
             .map(|r| self.dropped(*r))
             .sum();
-        let passed = self.events_out.load(Relaxed) + dropped;
-        self.buffer_events.load(Relaxed) + self.events_in.load(Relaxed).saturating_sub(passed)
+        let passed = self.events_out.load(Relaxed) + dropped + self.abandoned.load(Relaxed);
+        let taken = self.events_in.load(Relaxed).saturating_sub(passed);
+        self.abandoned.fetch_add(taken, Relaxed);
+        let queued = self.buffer_events.swap(0, Relaxed);
+        self.buffer_bytes.store(0, Relaxed);
+        queued + taken
     }
 
     pub fn last_error(&self) -> Option<String> {

@@ -434,7 +434,7 @@ impl Running {
                         if durable.contains(&c.id) {
                             on_disk += c.buffer_events.load(std::sync::atomic::Ordering::Relaxed);
                         } else if c.kind != "source" {
-                            let n = c.held();
+                            let n = c.abandon();
                             in_memory += n;
                             if n > 0 {
                                 holders.push(format!("{}={n}", c.id));
