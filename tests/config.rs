@@ -271,6 +271,17 @@ fn log_level_warning_logs_warnings() {
     assert!(stderr.contains("agent.yaml:1:14: error: log.level: unknown log level `verbose`"), "{stderr}");
     let (code, stderr) = validate(&config("warning"));
     assert_eq!(code, 0, "{stderr}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("agent.yaml"), config("info")).unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["validate", "--config"])
+        .arg(dir.path().join("agent.yaml"))
+        .env("HOSTWATCH_LOG", "verbose")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("$HOSTWATCH_LOG: unknown log level `verbose`"), "{stderr}");
 
     // The same, from the config and from $HOSTWATCH_LOG: the warning that
     // `lonely` feeds nothing is logged, the info lines are not.

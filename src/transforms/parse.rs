@@ -5,8 +5,10 @@
 //! `apache_common`; `syslog` (RFC 5424 and RFC 3164, with or without the
 //! priority); `json`; `logfmt`; `regex` with named captures. The access-log
 //! formats give `client`, `user`, `time`, `method`, `path` (with its query),
-//! `protocol`, `status` and `bytes` (integers), `referrer`, `user_agent`.
-//! Text fields are slices of the original line, not copies.
+//! `protocol`, `status` and `bytes` (integers), `referrer`, `user_agent`;
+//! `user`, `referrer` and `user_agent` are null when logged as `-`, and
+//! quoted fields lose their escapes (`\"`, `\x22`). Text fields are slices
+//! of the original line, not copies.
 //!
 //! A line that does not parse is kept with `data.parse_error` saying why
 //! (`on_error: keep`), or dropped (`on_error: drop`); both are counted.
