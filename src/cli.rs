@@ -488,6 +488,19 @@ async fn run_agent(config: Config, topology: pipeline::Topology) -> Result<(), S
 
 use crate::api;
 
+/// An address the new config's sources would listen on that another
+/// program holds (the running sources' own are fine: they let go of them
+/// first). Found before anything stops, so that the running pipeline is
+/// left as it is.
+fn taken_address(running: &Config, new: &Config) -> Option<String> {
+    let held: Vec<_> = running.sources.iter().filter_map(|c| c.config.listens_on()).collect();
+    new.sources.iter().find_map(|c| {
+        let address = c.config.listens_on().filter(|a| !held.contains(a))?;
+        let e = std::net::TcpListener::bind(address).err()?;
+        Some(format!("source `{}` cannot listen on {address}: {e}", c.id))
+    })
+}
+
 /// The ids of every component of a config.
 fn ids(config: &Config) -> Vec<&str> {
     (config.sources.iter().map(|c| c.id.as_str()))
@@ -539,6 +552,14 @@ async fn reload(
         tracing::warn!("`log` changed: the agent's own logging keeps its settings until a restart");
     }
     let host = Str::interned(&pipeline::hostname(&new));
+    if let Some(e) = taken_address(config, &new) {
+        tracing::error!("the new config is refused, the running pipeline goes on: {e}");
+        registry.set_reload_error(Some(format!(
+            "{}: the config could not start ({e}); the previous one runs",
+            path.display()
+        )));
+        return Ok(());
+    }
     let timeout = *config.shutdown_timeout;
     let rebuilt = match running.reload(topology, &new.data_dir, &host, &new.hash, timeout).await {
         Ok(rebuilt) => rebuilt,
