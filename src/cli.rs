@@ -227,10 +227,10 @@ fn writable(dir: &Path) -> Result<(), String> {
     }
     let probe = dir.join(format!(".hostwatch-write-check-{}", std::process::id()));
     let result = std::fs::create_dir_all(dir)
-        .map_err(|e| format!("data_dir {} cannot be created: {e}", dir.display()))
+        .map_err(|e| format!("data_dir {} is not writable: it cannot be created ({e})", dir.display()))
         .and_then(|()| {
             std::fs::File::create_new(&probe)
-                .map_err(|e| format!("data_dir {} is not writable: {e}", dir.display()))
+                .map_err(|e| format!("data_dir {} is not writable ({e})", dir.display()))
         })
         .map(|_| {
             let _ = std::fs::remove_file(&probe);

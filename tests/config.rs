@@ -244,7 +244,10 @@ fn a_data_dir_that_cannot_be_made_is_a_config_error() {
     .unwrap();
     let (code, stderr) = validate_file(&path);
     assert_eq!(code, 78, "{stderr}");
-    assert!(stderr.contains("data_dir /proc/hostwatch-test cannot be created"), "{stderr}");
+    assert!(
+        stderr.contains("data_dir /proc/hostwatch-test is not writable: it cannot be created"),
+        "{stderr}"
+    );
     let out = std::process::Command::new(common::BIN).args(["run", "--config"]).arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(78), "{}", String::from_utf8_lossy(&out.stderr));
     // What validate makes to try, it removes.
