@@ -690,6 +690,10 @@ fn reference(src: &Path) -> Result<String, Error> {
         all.push((title, dir, list));
     }
     out.push('\n');
+    // A name that is both a source and a sink type (`file`) is printed with
+    // its kind: `hostwatch example sink file`.
+    let shared =
+        |name: &str| all.iter().filter(|(_, _, list)| list.iter().any(|(n, _)| n == name)).count() > 1;
 
     out.push_str("## The agent\n\nThe top level of the config file.\n\n");
     let agent = find(&src.join("config/mod.rs"), "Config")?;
@@ -715,7 +719,8 @@ fn reference(src: &Path) -> Result<String, Error> {
         ],
     );
 
-    for (title, dir, list) in all {
+    for (title, dir, list) in &all {
+        let (title, dir) = (*title, *dir);
         let _ = writeln!(out, "## {title}\n");
         let (common, intro): (Vec<(&str, &str, &str, &str)>, &str) = match dir {
             "sources" => (
@@ -753,7 +758,7 @@ fn reference(src: &Path) -> Result<String, Error> {
             out.push('\n');
         }
         for (name, example) in list {
-            let module = module_of(&example);
+            let module = module_of(example);
             let text = index.texts.get(&module).ok_or_else(|| format!("no module {}", module.display()))?;
             let _ = writeln!(out, "### {dir}: `{name}`\n");
             let doc = unlink(&module_doc(text));
@@ -761,12 +766,12 @@ fn reference(src: &Path) -> Result<String, Error> {
                 let _ = writeln!(out, "{doc}\n");
             }
             table(&mut out, &index, find(&module, "Config")?, "", &common);
-            let example_text = std::fs::read_to_string(&example)?;
-            let _ = writeln!(
-                out,
-                "Example (`hostwatch example {name}`):\n\n```yaml\n{}\n```\n",
-                example_text.trim_end()
-            );
+            let example_text = std::fs::read_to_string(example)?;
+            let command = match shared(name) {
+                true => format!("hostwatch example {} {name}", dir.trim_end_matches('s')),
+                false => format!("hostwatch example {name}"),
+            };
+            let _ = writeln!(out, "Example (`{command}`):\n\n```yaml\n{}\n```\n", example_text.trim_end());
         }
     }
     Ok(out.trim_end().to_string() + "\n")

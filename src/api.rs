@@ -92,18 +92,21 @@ fn handle(
     }
 }
 
-/// 200 while every component runs (a sink that retries is `degraded`);
+/// 200 while every component runs (a sink that retries, or a config on disk
+/// that a reload could not take, is `degraded`);
 /// 503 while the sources start, and once a component has failed.
 fn health(registry: &Registry, started: Instant) -> Response<Full<Bytes>> {
     let components = registry.components();
     let all_started = registry.started.load(std::sync::atomic::Ordering::Relaxed);
     let failed = components.iter().any(|c| c.state() == State::Failed);
     let retrying = components.iter().any(|c| c.state() == State::Retrying);
+    // The config on disk is not the one that runs: a restart would not start.
+    let reload_error = registry.reload_error();
     let status = if !all_started {
         "starting"
     } else if failed {
         "failed"
-    } else if retrying {
+    } else if retrying || reload_error.is_some() {
         "degraded"
     } else {
         "ok"
@@ -125,6 +128,7 @@ fn health(registry: &Registry, started: Instant) -> Response<Full<Bytes>> {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": started.elapsed().as_secs(),
         "components": list,
+        "reload_error": reload_error,
     });
     let code = if failed || !all_started { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     respond(code, "application/json", body.to_string())

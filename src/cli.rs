@@ -62,10 +62,12 @@ pub enum Command {
         config: PathBuf,
     },
     /// Print a documented example of a component type, or list the types.
+    /// `file` is both a source and a sink: `example source file` and
+    /// `example sink file` print one of them, `example file` both.
     Example {
-        /// A source, transform or sink type, e.g. `http`.
-        #[arg(value_name = "TYPE")]
-        ty: Option<String>,
+        /// `source`, `transform` or `sink` (optional), then a type, e.g. `http`.
+        #[arg(value_name = "[KIND] TYPE", num_args = 0..=2)]
+        args: Vec<String>,
     },
     /// Print the configuration reference (docs/reference.md): every option
     /// of the agent and of each component type, with its type and default.
@@ -93,7 +95,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Run { config, dry_run: true } => validate(&config, true),
         Command::Run { config, dry_run: false } => run(&config),
         Command::Validate { config, connect } => validate(&config, connect),
-        Command::Example { ty } => example(ty.as_deref()),
+        Command::Example { args } => example(&args),
         Command::Reference => {
             print!("{REFERENCE}");
             ExitCode::SUCCESS
@@ -181,12 +183,11 @@ fn load_and_build(path: &Path) -> Result<(Config, pipeline::Topology, Vec<Diagno
         }
     };
     let mut problems = warnings.clone();
-    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
-        problems.push(Diagnostic::error(
-            None,
-            "log.level",
-            format!("invalid level {:?}: {e}", config.log.level),
-        ));
+    // `log.level` itself is checked with the rest of the file.
+    if let Ok(level) = std::env::var("HOSTWATCH_LOG")
+        && let Err(e) = config::log::filter(&level)
+    {
+        problems.push(Diagnostic::error(None, "$HOSTWATCH_LOG", e));
     }
     if let Err(e) = writable(&config.data_dir) {
         problems.push(Diagnostic::error(None, "data_dir", e));
@@ -203,33 +204,44 @@ fn load_and_build(path: &Path) -> Result<(Config, pipeline::Topology, Vec<Diagno
             Ok((config, t, warnings))
         }
         _ => {
-            problems.sort_by_key(|d| (d.severity != config::Severity::Error, d.pos));
+            problems.sort_by_key(|d| (d.severity != config::Severity::Error, d.pos.is_none(), d.pos));
             Err(problems.iter().map(|d| d.display(path).to_string()).collect())
         }
     }
 }
 
-/// Checks that the agent can write in `dir` (or create it): checkpoints and
-/// disk buffers live there. Creates nothing.
+/// Checks that the agent can make `dir` and write in it: checkpoints and
+/// disk buffers live there. Permission bits are not enough to tell (root
+/// passes them everywhere, and /proc or a read-only mount still refuse), so
+/// it tries: makes the directory and a file in it, and removes what it made.
 fn writable(dir: &Path) -> Result<(), String> {
+    let mut made = Vec::new();
     let mut at = dir;
-    // The directory, or the nearest ancestor that exists (it will be made).
     while !at.exists() {
+        made.push(at);
         match at.parent() {
             Some(p) if !p.as_os_str().is_empty() => at = p,
-            _ => return Ok(()),
+            _ => break,
         }
     }
-    if !at.is_dir() {
+    if at.exists() && !at.is_dir() {
         return Err(format!("data_dir {}: {} is not a directory", dir.display(), at.display()));
     }
-    let c = std::ffi::CString::new(at.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
-    // SAFETY: a valid C string.
-    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(format!("data_dir {} is not writable ({}: {e})", dir.display(), at.display()));
+    let probe = dir.join(format!(".hostwatch-write-check-{}", std::process::id()));
+    let result = std::fs::create_dir_all(dir)
+        .map_err(|e| format!("data_dir {} is not writable: it cannot be created ({e})", dir.display()))
+        .and_then(|()| {
+            std::fs::File::create_new(&probe)
+                .map_err(|e| format!("data_dir {} is not writable ({e})", dir.display()))
+        })
+        .map(|_| {
+            let _ = std::fs::remove_file(&probe);
+        });
+    // Deepest first: each is empty once the one below it is gone.
+    for d in made {
+        let _ = std::fs::remove_dir(d);
     }
-    Ok(())
+    result
 }
 
 /// `validate --connect` when a destination does not answer (EX_UNAVAILABLE).
@@ -310,31 +322,57 @@ fn validate(path: &Path, connect: bool) -> ExitCode {
     }
 }
 
-fn example(ty: Option<&str>) -> ExitCode {
+fn example(args: &[String]) -> ExitCode {
     let all = [
-        ("sources", crate::sources::TYPES),
-        ("transforms", crate::transforms::TYPES),
-        ("sinks", crate::sinks::TYPES),
+        ("source", crate::sources::TYPES),
+        ("transform", crate::transforms::TYPES),
+        ("sink", crate::sinks::TYPES),
     ];
-    match ty {
-        None => {
-            println!("Component types (`hostwatch example TYPE` prints a documented example):");
+    let (kind, ty) = match args {
+        [] => {
+            println!("Component types (`hostwatch example [KIND] TYPE` prints a documented example):");
             for (kind, types) in all {
                 let names: Vec<&str> = types.iter().map(|(n, _)| *n).collect();
-                println!("  {kind:<11} {}", names.join(", "));
+                println!("  {:<11} {}", format!("{kind}s"), names.join(", "));
+            }
+            return ExitCode::SUCCESS;
+        }
+        [ty] => (None, ty.as_str()),
+        [kind, ty] => (Some(kind.trim_end_matches('s')), ty.as_str()),
+        _ => return ExitCode::from(EXIT_USAGE),
+    };
+    if let Some(kind) = kind
+        && !all.iter().any(|(k, _)| *k == kind)
+    {
+        eprintln!("unknown kind `{kind}`: expected source, transform or sink");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let found: Vec<(&str, &str)> = all
+        .iter()
+        .filter(|(k, _)| kind.is_none_or(|kind| kind == *k))
+        .flat_map(|(k, types)| types.iter().filter(|(n, _)| *n == ty).map(move |(_, text)| (*k, *text)))
+        .collect();
+    match found.as_slice() {
+        [] => {
+            let what = kind.unwrap_or("component");
+            eprintln!("unknown {what} type `{ty}`; `hostwatch example` lists them");
+            ExitCode::from(EXIT_USAGE)
+        }
+        [(_, text)] => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        several => {
+            // The same name for a source and a sink (`file`): both, each
+            // under the command that prints it alone.
+            let kinds: Vec<&str> = several.iter().map(|(k, _)| *k).collect();
+            println!("# `{ty}` is a {} type; both examples follow.", kinds.join(" and a "));
+            for (k, text) in several {
+                println!("\n# hostwatch example {k} {ty}");
+                print!("{text}");
             }
             ExitCode::SUCCESS
         }
-        Some(ty) => match all.iter().flat_map(|(_, t)| t.iter()).find(|(n, _)| *n == ty) {
-            Some((_, text)) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
-            None => {
-                eprintln!("unknown component type `{ty}`; `hostwatch example` lists them");
-                ExitCode::from(EXIT_USAGE)
-            }
-        },
     }
 }
 
@@ -344,8 +382,10 @@ fn example(ty: Option<&str>) -> ExitCode {
 const QUIET_LIBRARIES: &str = "async_nats=warn";
 
 fn init_logging(config: &Config) {
-    let filter =
-        |level: &str| tracing_subscriber::EnvFilter::try_new(format!("{QUIET_LIBRARIES},{level}")).ok();
+    let filter = |level: &str| {
+        let level = config::log::filter(level).ok()?;
+        tracing_subscriber::EnvFilter::try_new(format!("{QUIET_LIBRARIES},{level}")).ok()
+    };
     let filter = std::env::var("HOSTWATCH_LOG")
         .ok()
         .and_then(|l| filter(&l))
@@ -459,6 +499,27 @@ fn fingerprints(config: &Config) -> Vec<u64> {
         .collect()
 }
 
+/// An address the new config's sources would listen on that another
+/// program holds (the running sources' own are fine: they let go of them
+/// first). Found before anything stops, so that the running pipeline is
+/// left as it is.
+fn taken_address(running: &Config, new: &Config) -> Option<String> {
+    let held: Vec<_> = running.sources.iter().filter_map(|c| c.config.listens_on()).collect();
+    new.sources.iter().find_map(|c| {
+        let address = c.config.listens_on().filter(|a| !held.contains(a))?;
+        let e = std::net::TcpListener::bind(address).err()?;
+        Some(format!("source `{}` cannot listen on {address}: {e}", c.id))
+    })
+}
+
+/// The ids of every component of a config.
+fn ids(config: &Config) -> Vec<&str> {
+    (config.sources.iter().map(|c| c.id.as_str()))
+        .chain(config.transforms.iter().map(|c| c.id.as_str()))
+        .chain(config.sinks.iter().map(|c| c.id.as_str()))
+        .collect()
+}
+
 /// Reads the config again. A config that does not validate is refused (its
 /// errors logged) and the running pipeline goes on. A valid one replaces
 /// the components that changed (see [`pipeline::Running::reload`]); the
@@ -482,12 +543,18 @@ async fn reload(
                 tracing::error!("{p}");
             }
             tracing::error!("the new config is refused; the running pipeline goes on");
+            let errors = problems.iter().filter(|p| p.contains(": error: ")).count();
+            registry.set_reload_error(Some(format!(
+                "{}: the config does not validate ({errors} error(s), listed in the log); the previous one runs",
+                path.display()
+            )));
             return Ok(());
         }
     };
     // The same text may mean other values: a `${file:...}` secret rotated.
     if new.hash == config.hash && fingerprints(&new) == fingerprints(config) {
         tracing::info!("the config did not change");
+        registry.set_reload_error(None);
         return Ok(());
     }
     if new.api.as_ref().map(|a| a.address) != config.api.as_ref().map(|a| a.address) {
@@ -497,12 +564,42 @@ async fn reload(
         tracing::warn!("`log` changed: the agent's own logging keeps its settings until a restart");
     }
     let host = Str::interned(&pipeline::hostname(&new));
-    let rebuilt = running.reload(topology, &new.data_dir, &host, &new.hash, *config.shutdown_timeout).await?;
-    let ids: Vec<&str> = (new.sources.iter().map(|c| c.id.as_str()))
-        .chain(new.transforms.iter().map(|c| c.id.as_str()))
-        .chain(new.sinks.iter().map(|c| c.id.as_str()))
-        .collect();
-    registry.keep_only(&ids);
+    if let Some(e) = taken_address(config, &new) {
+        tracing::error!("the new config is refused, the running pipeline goes on: {e}");
+        registry.set_reload_error(Some(format!(
+            "{}: the config could not start ({e}); the previous one runs",
+            path.display()
+        )));
+        return Ok(());
+    }
+    let timeout = *config.shutdown_timeout;
+    let rebuilt = match running.reload(topology, &new.data_dir, &host, &new.hash, timeout).await {
+        Ok(rebuilt) => rebuilt,
+        // Valid, but it cannot start (a port taken): back to the config
+        // that ran, rather than ending the agent, which under
+        // `Restart=on-failure` would fail again and again on the new file.
+        Err(e) => {
+            tracing::error!("the new config could not start: {e}; going back to the previous config");
+            let old = pipeline::build(config).map_err(|_| {
+                format!("the new config could not start ({e}), and the previous one cannot be built again")
+            })?;
+            let old_host = Str::interned(&pipeline::hostname(config));
+            running.reload(old, &config.data_dir, &old_host, &config.hash, timeout).await.map_err(
+                |again| {
+                    format!("the new config could not start ({e}), and the previous one not again: {again}")
+                },
+            )?;
+            registry.keep_only(&ids(config));
+            registry.set_reload_error(Some(format!(
+                "{}: the config could not start ({e}); the previous one runs",
+                path.display()
+            )));
+            tracing::error!("the previous config runs again; fix the config and reload");
+            return Ok(());
+        }
+    };
+    registry.keep_only(&ids(&new));
+    registry.set_reload_error(None);
     tracing::info!(
         sources = new.sources.len(),
         transforms = new.transforms.len(),

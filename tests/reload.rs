@@ -234,3 +234,99 @@ async fn a_reload_away_from_a_sink_that_is_down_loses_nothing() {
     assert_eq!(a.unique(), 0);
     assert!(agent.logs().contains("read again what was not delivered"), "{}", agent.logs());
 }
+
+/// A config that validates but whose new `ingest` port is taken: refused
+/// before anything stops, so the running source keeps even its open
+/// connection; the log and `/health` say why, and the agent still stops
+/// cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_to_a_port_that_is_taken_keeps_the_running_pipeline() {
+    let a = Receiver::start(Mode::Accept).await;
+    let (api, ingest) = (free_port(), free_port());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let config = |port: u16| {
+        format!(
+            "data_dir: {{data_dir}}\napi: {{address: \"127.0.0.1:{api}\"}}\nsources:\n  apps:\n    type: ingest\n    address: \"127.0.0.1:{port}\"\nsinks:\n  out:\n    type: http\n    inputs: [apps]\n    url: {}\n    batch: {{timeout: 50ms}}\n",
+            a.url()
+        )
+    };
+    let mut agent = Agent::start(&config(ingest));
+    agent.wait_ready(api);
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", ingest)).await.unwrap();
+    assert_eq!(post_on(&mut conn, 0).await, 202);
+    a.wait_for_unique(1, Duration::from_secs(10)).await;
+
+    let path = config_path(&agent);
+    std::fs::write(&path, config(taken_port).replace("{data_dir}", agent.data_dir().to_str().unwrap()))
+        .unwrap();
+    agent.signal("HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !agent.logs().contains("the new config is refused, the running pipeline goes on") {
+        assert!(agent.child_alive(), "the agent ended:\n{}", agent.logs());
+        assert!(std::time::Instant::now() < deadline, "{}", agent.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(agent.logs().contains(&format!("cannot listen on 127.0.0.1:{taken_port}")), "{}", agent.logs());
+    let health: serde_json::Value =
+        common::get(&format!("http://127.0.0.1:{api}/health")).await.json().await.unwrap();
+    assert_eq!(health["status"], "degraded", "{health}");
+    let why = health["reload_error"].as_str().unwrap_or_default();
+    assert!(why.contains("could not start") && why.contains(&taken_port.to_string()), "{health}");
+
+    // The running source was not touched: the same connection goes on.
+    assert_eq!(post_on(&mut conn, 1).await, 202);
+    a.wait_for_unique(2, Duration::from_secs(10)).await;
+    a.assert_exactly_once(2);
+    agent.signal("TERM");
+    let status = agent.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status}:\n{}", agent.logs());
+    drop(taken);
+}
+
+/// A config that validates but fails as it starts (a capture on an
+/// interface that does not exist): the agent goes back to the config that
+/// ran instead of ending, says why, and delivers on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_fails_to_start_goes_back_to_the_previous_config() {
+    let a = Receiver::start(Mode::Accept).await;
+    let (api, ingest) = (free_port(), free_port());
+    let config = |extra: &str| {
+        format!(
+            "data_dir: {{data_dir}}\napi: {{address: \"127.0.0.1:{api}\"}}\nsources:\n  apps:\n    type: ingest\n    address: \"127.0.0.1:{ingest}\"\n{extra}sinks:\n  out:\n    type: http\n    inputs: [apps]\n    url: {}\n    batch: {{timeout: 50ms}}\n",
+            a.url()
+        )
+    };
+    let mut agent = Agent::start(&config(""));
+    agent.wait_ready(api);
+    let url = format!("http://127.0.0.1:{ingest}/events");
+    common::publish(&url, 0, 10, 5).await;
+    a.wait_for_unique(10, Duration::from_secs(10)).await;
+
+    let path = config_path(&agent);
+    let broken = config(
+        "  web:\n    type: http_capture\n    mode: sniff\n    interface: hostwatch-none0\n    ports: [9]\n",
+    )
+    .replace("inputs: [apps]", "inputs: [apps, web]");
+    std::fs::write(&path, broken.replace("{data_dir}", agent.data_dir().to_str().unwrap())).unwrap();
+    agent.signal("HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !agent.logs().contains("the previous config runs again") {
+        assert!(agent.child_alive(), "the agent ended:\n{}", agent.logs());
+        assert!(std::time::Instant::now() < deadline, "{}", agent.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let health: serde_json::Value =
+        common::get(&format!("http://127.0.0.1:{api}/health")).await.json().await.unwrap();
+    assert_eq!(health["status"], "degraded", "{health}");
+    let why = health["reload_error"].as_str().unwrap_or_default();
+    assert!(why.contains("could not start") && why.contains("hostwatch-none0"), "{health}");
+
+    // The previous pipeline takes and delivers events.
+    common::publish(&url, 10, 10, 5).await;
+    a.wait_for_unique(20, Duration::from_secs(10)).await;
+    a.assert_exactly_once(20);
+    agent.signal("TERM");
+    let status = agent.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status}:\n{}", agent.logs());
+}

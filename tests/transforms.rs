@@ -251,3 +251,29 @@ sinks:
     assert_eq!(code, 78);
     assert!(stderr.contains("`router` has no output `oops`"), "{stderr}");
 }
+
+/// nginx logs the referrer and the user agent alike (`\x22` for a quote,
+/// `-` for a header not sent); `parse` reads them alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_referrer_and_user_agent_are_read_alike() {
+    let receiver = Receiver::start(Mode::Accept).await;
+    let dir = tempfile::tempdir().unwrap();
+    let lines = [
+        r#"::1 - - [27/Nov/2026:03:50:00 +0000] "GET /a HTTP/1.1" 200 5 "http://x/?q=\x22a\x22" "-""#,
+        r#"::1 - - [27/Nov/2026:03:50:01 +0000] "GET /b HTTP/1.1" 200 5 "-" "ua \x22b\x22""#,
+    ];
+    std::fs::write(dir.path().join("access.log"), lines.join("\n") + "\n").unwrap();
+    let api = free_port();
+    let mut agent = Agent::start(&format!(
+        "data_dir: {{data_dir}}\napi: {{address: \"127.0.0.1:{api}\"}}\nsources:\n  access:\n    type: file\n    include: [\"{}/*.log\"]\ntransforms:\n  parsed:\n    type: parse\n    inputs: [access]\n    format: nginx_combined\nsinks:\n  out:\n    type: http\n    inputs: [parsed]\n    url: {}\n    batch: {{timeout: 50ms}}\n",
+        dir.path().display(),
+        receiver.url()
+    ));
+    agent.wait_ready(api);
+    receiver.wait_for(2, Duration::from_secs(20)).await;
+    let mut events = receiver.events();
+    events.sort_by_key(|e| e["data"]["path"].as_str().unwrap_or_default().to_string());
+    let fields = |e: &serde_json::Value| (e["data"]["referrer"].clone(), e["data"]["user_agent"].clone());
+    assert_eq!(fields(&events[0]), ("http://x/?q=\"a\"".into(), serde_json::Value::Null), "{events:?}");
+    assert_eq!(fields(&events[1]), (serde_json::Value::Null, "ua \"b\"".into()), "{events:?}");
+}

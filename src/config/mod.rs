@@ -5,6 +5,8 @@
 //! each top-level key and each component is deserialized on its own, and the
 //! graph is checked even when a component's own settings are wrong.
 
+mod every;
+pub mod log;
 pub mod secrets;
 pub mod units;
 pub mod yaml;
@@ -83,8 +85,9 @@ fn default_api_address() -> SocketAddr {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
-    /// `error`, `warn`, `info`, `debug` or `trace`, or a filter such as
-    /// `info,hostwatch::sinks=debug`. `$HOSTWATCH_LOG` overrides it. Default: `info`.
+    /// `error`, `warn` (or `warning`), `info`, `debug`, `trace` or `off`, or
+    /// a filter such as `info,hostwatch::sinks=debug`; any other word is an
+    /// error. `$HOSTWATCH_LOG` overrides it. Default: `info`.
     #[serde(default = "default_log_level")]
     pub level: String,
     /// `text` or `json`. Default: `text`.
@@ -282,14 +285,20 @@ pub fn parse(
                 config.shutdown_timeout = yaml::from_node(value)?;
                 Ok(())
             }),
-            "api" => field(&mut diags, &mut || {
-                config.api = yaml::from_node(value)?;
-                Ok(())
-            }),
-            "log" => field(&mut diags, &mut || {
-                config.log = yaml::from_node::<Option<LogConfig>>(value)?.unwrap_or_default();
-                Ok(())
-            }),
+            "api" => match every::read_all(value, |n| yaml::from_node(n)) {
+                Ok(api) => config.api = api,
+                Err(errors) => diags.extend(errors.into_iter().map(|e| Diagnostic::from_yaml(name, e))),
+            },
+            "log" => match every::read_all(value, |n| yaml::from_node::<Option<LogConfig>>(n)) {
+                Ok(log) => {
+                    config.log = log.unwrap_or_default();
+                    if let Err(message) = log::filter(&config.log.level) {
+                        let pos = value.get("level").map_or(value.pos, |n| n.pos);
+                        diags.push(Diagnostic::error(Some(pos), "log.level", message));
+                    }
+                }
+                Err(errors) => diags.extend(errors.into_iter().map(|e| Diagnostic::from_yaml(name, e))),
+            },
             "sources" => {
                 config.sources =
                     components("sources", value, &mut diags, &mut graph, SourceConfig::from_node, |_| {
@@ -321,8 +330,18 @@ pub fn parse(
         }
     }
     check_graph(&graph, &mut diags);
+    // An agent without a sink reads and sends nowhere.
+    if !graph.iter().any(|n| n.section == "sinks") {
+        let message = if entries.is_empty() {
+            "the config is empty: declare at least a source and a sink (`hostwatch example` lists the types)"
+        } else {
+            "no sink is declared: the events would go nowhere; add one under `sinks` \
+             (`hostwatch example` lists the types)"
+        };
+        diags.push(Diagnostic::error(None, "sinks", message));
+    }
     if diags.iter().any(|d| d.severity == Severity::Error) {
-        diags.sort_by_key(|d| (d.severity != Severity::Error, d.pos));
+        diags.sort_by_key(|d| (d.severity != Severity::Error, d.pos.is_none(), d.pos));
         return Err(fail(diags));
     }
     Ok((config, diags))
@@ -403,7 +422,7 @@ fn components<T>(
             outputs: None,
         });
         let Some((ty, ty_pos)) = ty else { continue };
-        match build(&ty, &body) {
+        match every::read_all(&body, |n| build(&ty, n)) {
             Ok(Some(config)) => {
                 if let Some(node) = graph.last_mut() {
                     node.outputs = Some(outputs(&config));
@@ -421,7 +440,7 @@ fn components<T>(
                 format!("{at}.type"),
                 format!("unknown {} type `{ty}`", section.trim_end_matches('s')),
             )),
-            Err(e) => diags.push(Diagnostic::from_yaml(&at, e)),
+            Err(errors) => diags.extend(errors.into_iter().map(|e| Diagnostic::from_yaml(&at, e))),
         }
     }
     out
@@ -671,6 +690,46 @@ mod tests {
             errs[3].starts_with("agent.yaml:14:22: error: sinks.b.batch.timeout: invalid duration `10x`"),
             "{errs:#?}"
         );
+    }
+
+    #[test]
+    fn every_bad_value_of_a_component_is_listed() {
+        let text = format!(
+            "{GEN}sinks:\n  b:\n    type: http\n    inputs: [gen]\n    url: http://x\n    \
+             encoding: xml\n    colour: red\n    batch: {{max_events: many, timeout: 10x}}\n    \
+             buffer: {{max_events: -1}}\n"
+        );
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 5, "{errs:#?}");
+        for (err, at) in errs.iter().zip([
+            "agent.yaml:9:15: error: sinks.b.encoding:",
+            "agent.yaml:10:5: error: sinks.b: unknown field `colour`",
+            "agent.yaml:11:25: error: sinks.b.batch.max_events:",
+            "agent.yaml:11:40: error: sinks.b.batch.timeout:",
+            "agent.yaml:12:26: error: sinks.b.buffer.max_events:",
+        ]) {
+            assert!(err.starts_with(at), "{err} does not start with {at}");
+        }
+        // A required setting that is wrong is listed once, not again as missing.
+        let errs = errors(&format!("{GEN}sinks:\n  b:\n    type: http\n    inputs: [gen]\n    url: [1]\n"));
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+    }
+
+    #[test]
+    fn a_config_without_sinks_is_refused() {
+        for text in ["", "# nothing\n", GEN, "sinks:\n"] {
+            let errs = errors(text);
+            assert!(errs.iter().any(|e| e.contains("error: sinks:")), "{text:?}: {errs:#?}");
+        }
+    }
+
+    #[test]
+    fn log_levels() {
+        let ok = format!("{GEN}sinks:\n  out:\n    type: console\n    inputs: [gen]\n");
+        let level = |l: &str| check(&format!("log: {{level: {l}}}\n{ok}")).map(|(c, _)| c.log.level);
+        assert_eq!(level("warning").unwrap(), "warning");
+        let err = level("verbose").unwrap_err().to_string();
+        assert!(err.contains("agent.yaml:1:14: error: log.level: unknown log level `verbose`"), "{err}");
     }
 
     #[test]

@@ -84,6 +84,49 @@ impl Node {
         }
     }
 
+    /// The value of the entry with a scalar key `key` of a mapping.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        let Kind::Map(entries) = &self.kind else { return None };
+        entries.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
+    }
+
+    /// Removes what `path` leads to (keys, and `[i]` for an item of a
+    /// sequence). Says whether it was there.
+    pub fn remove_at(&mut self, path: &[String]) -> bool {
+        let Some((last, outer)) = path.split_last() else { return false };
+        let mut node = self;
+        for step in outer {
+            let next = match &mut node.kind {
+                Kind::Map(entries) => {
+                    entries.iter_mut().find(|(k, _)| k.as_str() == Some(step)).map(|(_, v)| v)
+                }
+                Kind::Seq(items) => index(step).and_then(|i| items.get_mut(i)),
+                Kind::Scalar { .. } => None,
+            };
+            match next {
+                Some(n) => node = n,
+                None => return false,
+            }
+        }
+        match &mut node.kind {
+            Kind::Map(entries) => match entries.iter().position(|(k, _)| k.as_str() == Some(last)) {
+                Some(i) => {
+                    entries.remove(i);
+                    true
+                }
+                None => false,
+            },
+            Kind::Seq(items) => match index(last).filter(|i| *i < items.len()) {
+                Some(i) => {
+                    items.remove(i);
+                    true
+                }
+                None => false,
+            },
+            Kind::Scalar { .. } => false,
+        }
+    }
+
     /// Removes and returns the entry with a scalar key `key` of a mapping.
     pub fn take(&mut self, key: &str) -> Option<(Node, Node)> {
         let Kind::Map(entries) = &mut self.kind else { return None };
@@ -106,6 +149,11 @@ impl Node {
     }
 }
 
+/// `3` of a path step `[3]`.
+fn index(step: &str) -> Option<usize> {
+    step.strip_prefix('[')?.strip_suffix(']')?.parse().ok()
+}
+
 fn is_null(text: &str) -> bool {
     matches!(text, "" | "~" | "null" | "Null" | "NULL")
 }
@@ -119,11 +167,14 @@ pub struct Error {
     /// Keys from the outermost in, e.g. `["batch", "timeout"]`.
     pub path: Vec<String>,
     pub message: String,
+    /// A key refused as such (an unknown setting), whose mapping `path`
+    /// leads to.
+    pub key: Option<String>,
 }
 
 impl Error {
     pub fn at(pos: Pos, message: impl Into<String>) -> Self {
-        Error { pos: Some(pos), path: Vec::new(), message: message.into() }
+        Error { pos: Some(pos), path: Vec::new(), message: message.into(), key: None }
     }
 
     /// Sets the position unless an inner node already set it.
@@ -149,7 +200,7 @@ impl std::error::Error for Error {}
 
 impl de::Error for Error {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        Error { pos: None, path: Vec::new(), message: msg.to_string() }
+        Error { pos: None, path: Vec::new(), message: msg.to_string(), key: None }
     }
 }
 
@@ -705,7 +756,11 @@ impl<'de, 'a> de::MapAccess<'de> for MapAccess<'a> {
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Error> {
         let Some(entry) = self.entries.next() else { return Ok(None) };
         self.key = Some(entry);
-        seed.deserialize(NodeDe(&entry.0)).map(Some).map_err(|e| e.or_at(entry.0.pos))
+        seed.deserialize(NodeDe(&entry.0)).map(Some).map_err(|e| {
+            let mut e = e.or_at(entry.0.pos);
+            e.key = entry.0.as_str().map(str::to_string);
+            e
+        })
     }
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
         let Some((key, value)) = self.key.take() else {

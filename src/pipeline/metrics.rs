@@ -108,6 +108,8 @@ pub struct ComponentMetrics {
     /// Broker sinks: messages published and not yet confirmed.
     pub unconfirmed: AtomicU64,
     pub buffer_bytes: AtomicU64,
+    /// Events taken in and given up by a stop that timed out: counted once.
+    abandoned: AtomicU64,
     /// The last error, for `/health`.
     last_error: Mutex<Option<String>>,
     /// Transforms: expressions and parsers that failed, by reason.
@@ -134,6 +136,7 @@ impl ComponentMetrics {
             buffer_events: AtomicU64::new(0),
             unconfirmed: AtomicU64::new(0),
             buffer_bytes: AtomicU64::new(0),
+            abandoned: AtomicU64::new(0),
             last_error: Mutex::new(None),
             errors: Mutex::new(Vec::new()),
         }
@@ -203,14 +206,71 @@ impl ComponentMetrics {
         }
     }
 
+    /// For a transform or sink that was aborted (a stop that timed out):
+    /// the events it held, which are gone with it. Those waiting in its
+    /// input channel, and those it took in and had not passed on, delivered
+    /// or dropped (in a batch being built, a request being retried). They
+    /// are counted once: the component's next run starts from nothing.
+    pub fn abandon(&self) -> u64 {
+        // Drops for a full buffer happen before the component takes events in.
+        let dropped: u64 = (DropReason::ALL.iter())
+            .filter(|r| **r != DropReason::BufferFull)
+            .map(|r| self.dropped(*r))
+            .sum();
+        let passed = self.events_out.load(Relaxed) + dropped + self.abandoned.load(Relaxed);
+        let taken = self.events_in.load(Relaxed).saturating_sub(passed);
+        self.abandoned.fetch_add(taken, Relaxed);
+        let queued = self.buffer_events.swap(0, Relaxed);
+        self.buffer_bytes.store(0, Relaxed);
+        queued + taken
+    }
+
     pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().ok().and_then(|e| e.clone())
     }
 }
 
-/// Writes a component's own metrics (beyond the common ones) in the
-/// Prometheus text format.
-pub type Collector = Arc<dyn Fn(&mut String) + Send + Sync>;
+/// Adds a component's own metrics (beyond the common ones) to the families
+/// of the exposition.
+pub type Collector = Arc<dyn Fn(&mut Families) + Send + Sync>;
+
+/// The metric families that components add samples to. The text format
+/// wants each family once (its `# HELP` and `# TYPE`, then all of its
+/// samples), and strict parsers refuse a second `# HELP`: two components of
+/// the same type add their samples to one family.
+#[derive(Default)]
+pub struct Families {
+    list: Vec<Family>,
+}
+
+struct Family {
+    name: String,
+    kind: &'static str,
+    help: &'static str,
+    samples: String,
+}
+
+impl Families {
+    /// The sample lines of family `name` (`kind` is `counter`, `gauge`...),
+    /// to write to: `name{labels} value`, one per line.
+    pub fn family(&mut self, name: &str, kind: &'static str, help: &'static str) -> &mut String {
+        let i = match self.list.iter().position(|f| f.name == name) {
+            Some(i) => i,
+            None => {
+                self.list.push(Family { name: name.to_string(), kind, help, samples: String::new() });
+                self.list.len() - 1
+            }
+        };
+        &mut self.list[i].samples
+    }
+
+    fn write(&self, out: &mut String) {
+        for f in &self.list {
+            let _ = writeln!(out, "# HELP {} {}\n# TYPE {} {}", f.name, f.help, f.name, f.kind);
+            out.push_str(&f.samples);
+        }
+    }
+}
 
 /// Every component's counters.
 #[derive(Default)]
@@ -219,6 +279,9 @@ pub struct Registry {
     pub started: std::sync::atomic::AtomicBool,
     components: Mutex<Vec<Arc<ComponentMetrics>>>,
     collectors: Mutex<Vec<(String, Collector)>>,
+    /// Why the last reload was not taken, for `/health`; `None` after one
+    /// that was.
+    reload_error: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -242,6 +305,16 @@ impl Registry {
         all.retain(|c| c.id != id);
         all.push(m.clone());
         m
+    }
+
+    pub fn set_reload_error(&self, error: Option<String>) {
+        if let Ok(mut slot) = self.reload_error.lock() {
+            *slot = error;
+        }
+    }
+
+    pub fn reload_error(&self) -> Option<String> {
+        self.reload_error.lock().ok().and_then(|e| e.clone())
     }
 
     /// Forgets the components not in `ids` (after a reload removed them).
@@ -394,9 +467,11 @@ impl Registry {
         }
         let collectors: Vec<Collector> =
             self.collectors.lock().map(|c| c.iter().map(|(_, f)| f.clone()).collect()).unwrap_or_default();
+        let mut families = Families::default();
         for collect in collectors {
-            collect(&mut out);
+            collect(&mut families);
         }
+        families.write(&mut out);
         out
     }
 }
@@ -424,5 +499,25 @@ mod tests {
         assert!(text.contains("reason=\"buffer_full\"} 2"));
         assert!(text.contains("le=\"0.05\"} 1"));
         assert!(text.contains("hostwatch_sink_request_duration_seconds_count{component_id=\"out\",component_kind=\"sink\",component_type=\"http\"} 1"));
+    }
+
+    #[test]
+    fn components_of_one_type_share_their_families() {
+        let r = Registry::default();
+        for id in ["a", "b"] {
+            r.add_collector(
+                id,
+                Arc::new(move |f: &mut Families| {
+                    let out = f.family("hostwatch_things", "gauge", "Things.");
+                    let _ = writeln!(out, "hostwatch_things{{component_id=\"{id}\"}} 1");
+                }),
+            );
+        }
+        let text = r.render(Duration::from_secs(1));
+        assert_eq!(text.matches("# HELP hostwatch_things ").count(), 1, "{text}");
+        assert_eq!(text.matches("# TYPE hostwatch_things ").count(), 1, "{text}");
+        assert!(text.ends_with(
+            "# TYPE hostwatch_things gauge\nhostwatch_things{component_id=\"a\"} 1\nhostwatch_things{component_id=\"b\"} 1\n"
+        ));
     }
 }

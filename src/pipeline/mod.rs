@@ -235,7 +235,10 @@ impl Running {
             sink_metrics.insert(p.id.clone(), m);
         }
         for p in &topology.transforms {
-            let (tx, rx) = channel::channel(TRANSFORM_INPUT, None);
+            // The channel's gauges count what waits in it, for a stop that
+            // times out to say how many events it held.
+            let m = self.registry.register(&p.id, "transform", &p.ty);
+            let (tx, rx) = channel::channel(TRANSFORM_INPUT, Some(m));
             inputs.insert(p.id.clone(), (tx.handle(), tx));
             receivers.insert(p.id.clone(), rx);
         }
@@ -407,12 +410,35 @@ impl Running {
                 Ok(Some(done)) => self.ended(done),
                 Ok(None) => return true,
                 Err(_) => {
+                    // Counted once the components have stopped, so that
+                    // nothing is delivered between the count and the stop.
+                    let durable: HashSet<String> = ids
+                        .iter()
+                        .filter(|id| self.nodes.get(*id).is_some_and(|n| n.durable))
+                        .cloned()
+                        .collect();
+                    for id in ids {
+                        if let Some(node) = self.nodes.get(id) {
+                            node.task.abort();
+                        }
+                    }
+                    while ids.iter().any(|id| self.nodes.contains_key(id)) {
+                        match self.tasks.join_next_with_id().await {
+                            Some(done) => self.ended(done),
+                            None => break,
+                        }
+                    }
                     let (mut on_disk, mut in_memory) = (0u64, 0u64);
+                    let mut holders = Vec::new();
                     for c in self.registry.components().iter().filter(|c| ids.contains(&c.id)) {
-                        let n = c.buffer_events.load(std::sync::atomic::Ordering::Relaxed);
-                        match self.nodes.get(&c.id) {
-                            Some(node) if node.durable => on_disk += n,
-                            _ => in_memory += n,
+                        if durable.contains(&c.id) {
+                            on_disk += c.buffer_events.load(std::sync::atomic::Ordering::Relaxed);
+                        } else if c.kind != "source" {
+                            let n = c.abandon();
+                            in_memory += n;
+                            if n > 0 {
+                                holders.push(format!("{}={n}", c.id));
+                            }
                         }
                     }
                     let timeout = humantime::format_duration(timeout);
@@ -428,21 +454,12 @@ impl Running {
                     if in_memory > 0 || on_disk == 0 {
                         tracing::error!(
                             %timeout,
-                            buffered_events = in_memory,
-                            "shutdown_timeout reached; stopping with events undelivered (their sources \
-                             were not told they were delivered)"
+                            undelivered_events = in_memory,
+                            held_by = %holders.join(","),
+                            "shutdown_timeout reached; events held in memory were not delivered and are \
+                             dropped: a file source reads its lines again at the next start, the events \
+                             of other sources are lost"
                         );
-                    }
-                    for id in ids {
-                        if let Some(node) = self.nodes.get(id) {
-                            node.task.abort();
-                        }
-                    }
-                    while ids.iter().any(|id| self.nodes.contains_key(id)) {
-                        match self.tasks.join_next_with_id().await {
-                            Some(done) => self.ended(done),
-                            None => break,
-                        }
                     }
                     return false;
                 }

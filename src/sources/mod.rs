@@ -58,6 +58,16 @@ impl SourceConfig {
         }))
     }
 
+    /// The TCP address the source listens on, if it does (`ingest`, a
+    /// `http_capture` proxy): a reload checks that it is free first.
+    pub fn listens_on(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            SourceConfig::Ingest(c) => Some(c.address),
+            SourceConfig::HttpCapture(c) => c.listen.as_ref().and_then(|l| l.value.parse().ok()),
+            _ => None,
+        }
+    }
+
     /// Checks what can be checked before anything runs, and builds the source.
     pub fn build(&self) -> Result<Source, BuildError> {
         Ok(match self {

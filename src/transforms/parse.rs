@@ -5,8 +5,10 @@
 //! `apache_common`; `syslog` (RFC 5424 and RFC 3164, with or without the
 //! priority); `json`; `logfmt`; `regex` with named captures. The access-log
 //! formats give `client`, `user`, `time`, `method`, `path` (with its query),
-//! `protocol`, `status` and `bytes` (integers), `referrer`, `user_agent`.
-//! Text fields are slices of the original line, not copies.
+//! `protocol`, `status` and `bytes` (integers), `referrer`, `user_agent`;
+//! `user`, `referrer` and `user_agent` are null when logged as `-`, and
+//! quoted fields lose their escapes (`\"`, `\x22`). Text fields are slices
+//! of the original line, not copies.
 //!
 //! A line that does not parse is kept with `data.parse_error` saying why
 //! (`on_error: keep`), or dropped (`on_error: drop`); both are counted.
@@ -478,10 +480,18 @@ fn access_log(line: &Str, combined: bool, out: &mut Map, before: usize) -> Resul
     if combined {
         let referrer = cur.quoted().ok_or("no \"referrer\"")?;
         let agent = cur.quoted().ok_or("no \"user agent\"")?;
-        out.set_after(before, REFERRER.clone(), text_or_null(line, referrer));
-        out.set_after(before, USER_AGENT.clone(), Value::Str(unescape(line, agent)));
+        // Both are request headers logged the same way: escaped alike, and
+        // `-` when the client sent none.
+        out.set_after(before, REFERRER.clone(), header_or_null(line, referrer));
+        out.set_after(before, USER_AGENT.clone(), header_or_null(line, agent));
     }
     Ok(())
+}
+
+/// A logged request header: `null` for `-` (none was sent), else its text
+/// without escapes.
+fn header_or_null(line: &Str, part: &str) -> Value {
+    if part == "-" { Value::Null } else { Value::Str(unescape(line, part)) }
 }
 
 /// A quoted field without its backslash escapes (`\"`, `\\`, `\xHH`);

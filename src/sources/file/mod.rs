@@ -37,6 +37,7 @@ use self::lines::Newline;
 use self::multiline::Multiline;
 use super::SourceContext;
 use crate::config::{BuildError, ByteSize, Duration as ConfigDuration, Spanned};
+use crate::pipeline::metrics::Families;
 
 /// `type: file`
 #[derive(Clone, Debug, Deserialize)]
@@ -339,33 +340,52 @@ fn register_metrics(cx: &SourceContext, m: Arc<FileMetrics>, progress: checkpoin
     let labels = format!("component_id=\"{}\",component_kind=\"source\",component_type=\"file\"", cx.id);
     cx.registry.add_collector(
         &cx.id,
-        Arc::new(move |out: &mut String| {
-            let gauge = |out: &mut String, name: &str, help: &str, v: u64| {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{labels}}} {v}");
+        Arc::new(move |families: &mut Families| {
+            let mut one = |name: &str, kind: &'static str, help: &'static str, v: u64| {
+                let _ = writeln!(families.family(name, kind, help), "{name}{{{labels}}} {v}");
             };
-            let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{{labels}}} {v}");
-            };
-            gauge(out, "hostwatch_files_watched", "Files a file source follows.", m.watched.load(Relaxed));
-            gauge(out, "hostwatch_files_open", "Files a file source holds open.", m.open.load(Relaxed));
-            counter(out, "hostwatch_lines_truncated_total", "Lines cut at max_line_bytes.", m.lines_truncated.load(Relaxed));
-            counter(out, "hostwatch_file_rotations_total", "Files renamed away or deleted while read.", m.rotations.load(Relaxed));
-            counter(out, "hostwatch_file_truncations_total", "Files truncated while read.", m.truncations.load(Relaxed));
-            counter(out, "hostwatch_files_unreadable_total", "Files that could not be opened or read.", m.unreadable.load(Relaxed));
+            one("hostwatch_files_watched", "gauge", "Files a file source follows.", m.watched.load(Relaxed));
+            one("hostwatch_files_open", "gauge", "Files a file source holds open.", m.open.load(Relaxed));
+            one(
+                "hostwatch_lines_truncated_total",
+                "counter",
+                "Lines cut at max_line_bytes.",
+                m.lines_truncated.load(Relaxed),
+            );
+            one(
+                "hostwatch_file_rotations_total",
+                "counter",
+                "Files renamed away or deleted while read.",
+                m.rotations.load(Relaxed),
+            );
+            one(
+                "hostwatch_file_truncations_total",
+                "counter",
+                "Files truncated while read.",
+                m.truncations.load(Relaxed),
+            );
+            one(
+                "hostwatch_files_unreadable_total",
+                "counter",
+                "Files that could not be opened or read.",
+                m.unreadable.load(Relaxed),
+            );
+            let Ok(p) = progress.lock() else { return };
             let name = "hostwatch_file_bytes_behind";
-            let _ = writeln!(out, "# HELP {name} Bytes of a file not yet delivered (size minus checkpoint).\n# TYPE {name} gauge");
-            if let Ok(p) = progress.lock() {
-                let mut total = 0;
-                for (path, size, acked) in p.values() {
-                    let behind = size.saturating_sub(*acked);
-                    total += behind;
-                    if behind > 0 {
-                        let path = path.replace('\\', "\\\\").replace('"', "\\\"");
-                        let _ = writeln!(out, "{name}{{{labels},file=\"{path}\"}} {behind}");
-                    }
+            let out =
+                families.family(name, "gauge", "Bytes of a file not yet delivered (size minus checkpoint).");
+            let mut total = 0;
+            for (path, size, acked) in p.values() {
+                let behind = size.saturating_sub(*acked);
+                total += behind;
+                if behind > 0 {
+                    let path = path.replace('\\', "\\\\").replace('"', "\\\"");
+                    let _ = writeln!(out, "{name}{{{labels},file=\"{path}\"}} {behind}");
                 }
-                let _ = writeln!(out, "{name}_total{{{labels}}} {total}");
             }
+            let name = "hostwatch_file_source_bytes_behind";
+            let help = "Bytes of all the files of a file source not yet delivered.";
+            let _ = writeln!(families.family(name, "gauge", help), "{name}{{{labels}}} {total}");
         }),
     );
 }

@@ -329,12 +329,11 @@ impl SniffStats {
         let s = self.clone();
         cx.registry.add_collector(
             &cx.id,
-            std::sync::Arc::new(move |out: &mut String| {
+            std::sync::Arc::new(move |families: &mut crate::pipeline::metrics::Families| {
                 use std::fmt::Write as _;
-                let mut metric = |name: &str, kind: &str, help: &str, v: &AtomicU64| {
+                let mut metric = |name: &str, kind: &'static str, help: &'static str, v: &AtomicU64| {
                     let v = v.load(Relaxed);
-                    let _ =
-                        writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{{labels}}} {v}");
+                    let _ = writeln!(families.family(name, kind, help), "{name}{{{labels}}} {v}");
                 };
                 metric(
                     "hostwatch_http_capture_packets_total",

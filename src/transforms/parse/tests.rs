@@ -61,6 +61,17 @@ fn access_log_edge_cases() {
 }
 
 #[test]
+fn referrer_and_user_agent_are_treated_alike() {
+    // nginx writes `"` in a header as `\x22`; a header not sent is `-`.
+    let (m, _) = parse(
+        "format: nginx_combined",
+        r#"::1 - - [27/Nov/2026:03:50:00 +0000] "GET / HTTP/1.1" 200 5 "http://a/?q=\x22x\x22" "-""#,
+    );
+    assert_eq!(get(&m, "referrer"), &Value::from("http://a/?q=\"x\""));
+    assert_eq!(get(&m, "user_agent"), &Value::Null);
+}
+
+#[test]
 fn malformed_lines_are_dropped_and_counted() {
     let data = [
         r#"{"message":"nope"}"#,
