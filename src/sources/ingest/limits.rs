@@ -4,8 +4,8 @@
 //!
 //! A body is read into memory whole before it is decoded (a request is
 //! all or nothing), so without a shared budget 40 clients each sending most
-//! of a 10 MiB body and never finishing hold 400 MiB. Each body reserves its
-//! buffer's capacity from the budget as it grows (a chunked body announces
+//! of a 10 MiB body and never finishing hold 400 MiB. Each body reserves
+//! what it holds from the budget as it grows (a chunked body announces
 //! no length), and one that would take the budget past its limit is answered
 //! 503: it was not accepted, and the client sends it again later.
 
@@ -58,6 +58,13 @@ impl<'a> Reservation<'a> {
         self.bytes += more;
         true
     }
+
+    /// Gives back what is held beyond `total` bytes.
+    fn shrink_to(&mut self, total: usize) {
+        let less = self.bytes.saturating_sub(total);
+        self.budget.used.fetch_sub(less, Ordering::Relaxed);
+        self.bytes -= less;
+    }
 }
 
 impl Drop for Reservation<'_> {
@@ -79,16 +86,16 @@ pub enum BodyError {
     Read(String),
 }
 
-/// The first capacity of a body's buffer; it doubles from there.
-const FIRST_CAPACITY: usize = 8 * 1024;
-
 /// Reads a whole body within `within`, holding no more than `max` bytes
 /// and no more than its `reservation` could take from the budget.
-/// `declared` is the Content-Length, if any: the buffer never grows past it.
+///
+/// The frames are kept as they come and joined once at the end: a buffer
+/// that doubles as it grows would leave behind freed blocks as large as
+/// itself, which the allocator keeps for a while, so that refused bodies
+/// would cost more memory than the budget says.
 pub async fn read_body<B>(
     mut body: B,
     max: usize,
-    declared: Option<u64>,
     reservation: &mut Reservation<'_>,
     within: Duration,
 ) -> Result<Bytes, BodyError>
@@ -97,8 +104,8 @@ where
     B::Error: std::fmt::Display,
 {
     let deadline = tokio::time::Instant::now() + within;
-    let ceiling = declared.and_then(|d| usize::try_from(d).ok()).map_or(max, |d| d.min(max));
-    let mut buf: Vec<u8> = Vec::new();
+    let mut frames: Vec<Bytes> = Vec::new();
+    let mut len = 0usize;
     loop {
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
             Err(_) => return Err(BodyError::Timeout),
@@ -108,22 +115,29 @@ where
         };
         // Trailers carry nothing the endpoint uses.
         let Ok(data) = frame.into_data() else { continue };
-        let need = buf.len() + data.len();
-        if need > max {
+        len += data.len();
+        if len > max {
             return Err(BodyError::TooLarge);
         }
-        if need > buf.capacity() {
-            // Doubling keeps the copies few; the reservation counts the
-            // capacity, which is what the memory holds.
-            let capacity = need.max(buf.capacity() * 2).max(FIRST_CAPACITY).min(ceiling.max(need));
-            if !reservation.grow_to(capacity) {
-                return Err(BodyError::OverBudget);
-            }
-            buf.reserve_exact(capacity - buf.len());
+        if !reservation.grow_to(len) {
+            return Err(BodyError::OverBudget);
         }
-        buf.extend_from_slice(&data);
+        frames.push(data);
     }
-    Ok(Bytes::from(buf))
+    if frames.len() <= 1 {
+        return Ok(frames.pop().unwrap_or_default());
+    }
+    // The joined copy exists beside the frames until they are dropped.
+    if !reservation.grow_to(2 * len) {
+        return Err(BodyError::OverBudget);
+    }
+    let mut joined = Vec::with_capacity(len);
+    for f in &frames {
+        joined.extend_from_slice(f);
+    }
+    drop(frames);
+    reservation.shrink_to(len);
+    Ok(Bytes::from(joined))
 }
 
 /// How long a refused connection is given to send its request and read
@@ -193,19 +207,19 @@ mod tests {
         let budget = Budget::new(100_000);
         let mut first = Reservation::new(&budget);
         let long = Duration::from_secs(10);
-        let body = read_body(chunks(&[30_000, 30_000]), 1 << 20, None, &mut first, long).await.unwrap();
-        assert_eq!(body.len(), 60_000);
-        assert!(budget.used() >= 60_000);
+        let body = read_body(chunks(&[20_000, 20_000]), 1 << 20, &mut first, long).await.unwrap();
+        assert_eq!(body.len(), 40_000);
+        assert_eq!(budget.used(), 40_000);
         let mut second = Reservation::new(&budget);
-        let refused = read_body(chunks(&[30_000, 30_000]), 1 << 20, None, &mut second, long).await;
+        let refused = read_body(chunks(&[30_000, 40_000]), 1 << 20, &mut second, long).await;
         assert_eq!(refused, Err(BodyError::OverBudget));
         drop(second);
         drop(first);
         assert_eq!(budget.used(), 0);
-        // With a Content-Length the buffer is exactly that.
+        // A body in one frame is taken as it is.
         let mut r = Reservation::new(&budget);
         let body = Full::new(Bytes::from(vec![1u8; 70_000]));
-        read_body(body, 1 << 20, Some(70_000), &mut r, long).await.unwrap();
+        read_body(body, 1 << 20, &mut r, long).await.unwrap();
         assert_eq!(budget.used(), 70_000);
     }
 
@@ -214,11 +228,11 @@ mod tests {
         let budget = Budget::new(1 << 20);
         let mut r = Reservation::new(&budget);
         let long = Duration::from_secs(10);
-        assert_eq!(read_body(chunks(&[600, 600]), 1000, None, &mut r, long).await, Err(BodyError::TooLarge));
+        assert_eq!(read_body(chunks(&[600, 600]), 1000, &mut r, long).await, Err(BodyError::TooLarge));
         let never =
             StreamBody::new(futures_util::stream::pending::<Result<hyper::body::Frame<Bytes>, String>>());
         let mut r = Reservation::new(&budget);
-        let slow = read_body(never, 1000, None, &mut r, Duration::from_millis(50)).await;
+        let slow = read_body(never, 1000, &mut r, Duration::from_millis(50)).await;
         assert_eq!(slow, Err(BodyError::Timeout));
     }
 }

@@ -91,7 +91,7 @@ pub struct Config {
     pub max_connections: usize,
     /// The memory all request bodies being received may hold together; a
     /// body that would need more is answered 503 with `Retry-After`. At
-    /// least `max_body_bytes`. Default: `64MiB`.
+    /// least twice `max_body_bytes`. Default: `64MiB`.
     #[serde(default = "default_max_buffered")]
     pub max_buffered_bytes: ByteSize,
 }
@@ -146,9 +146,10 @@ impl Ingest {
         if config.max_body_bytes.0 == 0 {
             return Err(BuildError::new("`max_body_bytes` must be more than 0"));
         }
-        if config.max_buffered_bytes.0 < config.max_body_bytes.0 {
+        if config.max_buffered_bytes.0 < config.max_body_bytes.0.saturating_mul(2) {
             return Err(BuildError::new(format!(
-                "`max_buffered_bytes` ({}) must be at least `max_body_bytes` ({}): a body that large could never be taken",
+                "`max_buffered_bytes` ({}) must be at least twice `max_body_bytes` ({}): a body is joined \
+                 into one piece once received, which needs twice its size for a moment",
                 config.max_buffered_bytes, config.max_body_bytes
             )));
         }
@@ -276,7 +277,7 @@ impl Shared {
         let (parts, body) = req.into_parts();
         let mut reservation = Reservation::new(&self.budget);
         let body_timeout = *self.config.body_timeout;
-        let body = match limits::read_body(body, limit, declared, &mut reservation, body_timeout).await {
+        let body = match limits::read_body(body, limit, &mut reservation, body_timeout).await {
             Ok(b) => b,
             Err(BodyError::TooLarge) => return self.too_large(),
             Err(BodyError::OverBudget) => {
