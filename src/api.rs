@@ -1,21 +1,33 @@
 //! The agent's HTTP API: `GET /health`, `GET /metrics`, and `POST /reload`
 //! (as SIGHUP: read the config again).
+//!
+//! With `auth`, `POST /reload` needs the bearer token: it changes what the
+//! agent does. `/health` and `/metrics` stay open, for local monitoring.
+//! Connections are capped and must send their request heads in time, as on
+//! the ingest endpoint.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::metrics::{Registry, State};
 use crate::util::redact::scrub;
+use crate::sources::ingest::auth::Verifier;
+use crate::sources::ingest::server::Server;
+
+/// How long a client has to send a request head; idle connections are
+/// closed after it too.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections open at once: monitoring needs a few.
+const MAX_CONNECTIONS: usize = 32;
 
 /// Binds the API's address; serving starts with [`serve`].
 pub async fn bind(address: SocketAddr) -> Result<TcpListener, String> {
@@ -29,35 +41,15 @@ pub async fn serve(
     started: Instant,
     stop: CancellationToken,
     reload: tokio::sync::mpsc::Sender<()>,
+    auth: Option<Verifier>,
 ) {
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    loop {
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(_) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = stop.cancelled() => return,
-        };
-        let registry = registry.clone();
-        let reload = reload.clone();
-        let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-            let registry = registry.clone();
-            let reload = reload.clone();
-            async move { Ok::<_, Infallible>(handle(&req, &registry, started, &reload)) }
-        });
-        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = conn => {}
-                _ = stop.cancelled() => {}
-            }
-        });
-    }
+    let server = Server::new(HEADER_TIMEOUT, MAX_CONNECTIONS, None, None);
+    let auth = Arc::new(auth);
+    let handler = move |req: Request<hyper::body::Incoming>| {
+        let answer = handle(&req, &registry, started, &reload, auth.as_ref().as_ref());
+        async move { answer }
+    };
+    server.run(listener, stop, handler).await;
 }
 
 fn handle(
@@ -65,10 +57,22 @@ fn handle(
     registry: &Registry,
     started: Instant,
     reload: &tokio::sync::mpsc::Sender<()>,
+    auth: Option<&Verifier>,
 ) -> Response<Full<Bytes>> {
     if req.uri().path() == "/reload" {
         if req.method() != Method::POST {
             return respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use POST\n".to_string());
+        }
+        if let Some(auth) = auth
+            && !auth.allows(req.headers())
+        {
+            let mut r = respond(
+                StatusCode::UNAUTHORIZED,
+                "text/plain",
+                "send the token set in `api.auth` as `Authorization: Bearer <token>`\n".to_string(),
+            );
+            r.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer"));
+            return r;
         }
         // One reload waiting is enough: a second request joins it.
         let _ = reload.try_send(());

@@ -440,7 +440,15 @@ async fn run_agent(config: Config, topology: pipeline::Topology) -> Result<(), S
         Some(api) => {
             let listener = api::bind(api.address).await?;
             tracing::info!(address = %api.address, "API on /health, /metrics and /reload");
-            Some(tokio::spawn(api::serve(listener, registry.clone(), started, stop_api.clone(), reload_tx)))
+            let auth = api.auth.as_ref().map(|a| a.verifier()).transpose()?;
+            Some(tokio::spawn(api::serve(
+                listener,
+                registry.clone(),
+                started,
+                stop_api.clone(),
+                reload_tx,
+                auth,
+            )))
         }
         None => None,
     };
@@ -557,8 +565,9 @@ async fn reload(
         registry.set_reload_error(None);
         return Ok(());
     }
-    if new.api.as_ref().map(|a| a.address) != config.api.as_ref().map(|a| a.address) {
-        tracing::warn!("`api` changed: the API keeps its address until a restart");
+    let api = |c: &Config| c.api.as_ref().map(|a| (a.address, a.auth.clone()));
+    if api(&new) != api(config) {
+        tracing::warn!("`api` changed: the API keeps its address and auth until a restart");
     }
     if new.log.level != config.log.level || new.log.format != config.log.format {
         tracing::warn!("`log` changed: the agent's own logging keeps its settings until a restart");

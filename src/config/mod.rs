@@ -75,6 +75,11 @@ pub struct ApiConfig {
     /// Address to listen on. Default: `127.0.0.1:8686` (loopback only).
     #[serde(default = "default_api_address")]
     pub address: SocketAddr,
+    /// `POST /reload` must carry `Authorization: Bearer <token>`; `/health`
+    /// and `/metrics` stay open to local monitoring. Write the token as
+    /// `${NAME}`. Default: none.
+    #[serde(default)]
+    pub auth: Option<crate::sources::ingest::auth::Auth>,
 }
 
 fn default_api_address() -> SocketAddr {
@@ -340,6 +345,7 @@ pub fn parse(
         };
         diags.push(Diagnostic::error(None, "sinks", message));
     }
+    check_exposure(&config, &entries, &mut diags);
     if diags.iter().any(|d| d.severity == Severity::Error) {
         diags.sort_by_key(|d| (d.severity != Severity::Error, d.pos.is_none(), d.pos));
         return Err(fail(diags));
@@ -582,6 +588,48 @@ fn check_graph(graph: &[GraphNode], diags: &mut Vec<Diagnostic>) {
                 Some(node.pos),
                 format!("{}.{}", node.section, node.id),
                 format!("no transform or sink reads from this {what}; its events go nowhere"),
+            ));
+        }
+    }
+}
+
+/// Warns of an endpoint that other hosts can reach and that takes anything
+/// from anyone, and refuses an `auth` that cannot work.
+fn check_exposure(config: &Config, entries: &[(Node, Node)], diags: &mut Vec<Diagnostic>) {
+    let open = |address: &SocketAddr| !address.ip().is_loopback();
+    if let Some(api) = &config.api {
+        let pos = entries.iter().find(|(k, _)| k.as_str() == Some("api")).map(|(k, _)| k.pos);
+        match &api.auth {
+            Some(auth) => {
+                if let Err(e) = auth.verifier() {
+                    diags.push(Diagnostic::error(pos, "api.auth", e));
+                }
+            }
+            None if open(&api.address) => diags.push(Diagnostic::warning(
+                pos,
+                "api",
+                format!(
+                    "listens on {}, beyond this host, without `auth`: anyone who reaches it can make the \
+                     agent reload; set `auth: {{bearer: ...}}` or listen on 127.0.0.1",
+                    api.address
+                ),
+            )),
+            None => {}
+        }
+    }
+    for c in &config.sources {
+        if let SourceConfig::Ingest(ingest) = &c.config
+            && ingest.auth.is_none()
+            && open(&ingest.address)
+        {
+            diags.push(Diagnostic::warning(
+                Some(c.pos),
+                format!("sources.{}", c.id),
+                format!(
+                    "listens on {}, beyond this host, without `auth`: anyone who reaches it can publish \
+                     events; set `auth: {{bearer: ...}}` or listen on 127.0.0.1",
+                    ingest.address
+                ),
             ));
         }
     }

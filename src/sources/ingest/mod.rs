@@ -16,28 +16,31 @@
 //! `backpressure_timeout` answers 503 with `Retry-After`; nothing is ever
 //! dropped silently.
 
-use std::convert::Infallible;
+pub mod auth;
+mod decode;
+pub mod limits;
+pub mod server;
+pub mod tls;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use base64::Engine as _;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue};
+use hyper::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
+use self::limits::{BodyError, Budget, Reservation};
 use super::SourceContext;
 use crate::config::{BuildError, ByteSize, Duration as ConfigDuration};
-use crate::event::decode::{self, Defaults};
+use crate::event::decode::Defaults;
 use crate::event::id::IdGen;
-use crate::event::{AckSet, BatchStatus, Event, EventBatch, Map, Str, Value, ack, time};
+use crate::event::{AckSet, BatchStatus, EventBatch, Str, ack, time};
 use crate::pipeline::fanout::{Fanout, SendError};
-use crate::pipeline::metrics::{ComponentMetrics, DropReason};
+use crate::pipeline::metrics::{ComponentMetrics, DropReason, Families};
 
 /// `type: ingest`
 #[derive(Clone, Debug, Deserialize)]
@@ -65,6 +68,32 @@ pub struct Config {
     /// is answered 504 (the events stay in the pipeline). Default: `30s`.
     #[serde(default = "default_ack_timeout")]
     pub ack_timeout: ConfigDuration,
+    /// Requests must carry `Authorization: Bearer <token>`; others are
+    /// answered 401. Write `{bearer: "${NAME}"}` to keep the token out of the
+    /// file. Default: none (any local process may publish).
+    #[serde(default)]
+    pub auth: Option<auth::Auth>,
+    /// Serve HTTPS with this certificate and key. Default: none (plain HTTP).
+    #[serde(default)]
+    pub tls: Option<tls::TlsConfig>,
+    /// How long a client has to send a request head, from its connection
+    /// (and TLS handshake) or from its previous request; an idle keep-alive
+    /// connection is closed after it too. Default: `10s`.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: ConfigDuration,
+    /// How long a client has to send a whole body once its head is in;
+    /// a slower one is answered 408 and nothing of it is accepted. Default: `30s`.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout: ConfigDuration,
+    /// Connections open at once; one more is answered 503 (closed at once
+    /// with `tls`). Default: `256`.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// The memory all request bodies being received may hold together; a
+    /// body that would need more is answered 503 with `Retry-After`. At
+    /// least twice `max_body_bytes`. Default: `64MiB`.
+    #[serde(default = "default_max_buffered")]
+    pub max_buffered_bytes: ByteSize,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -90,9 +119,23 @@ fn default_backpressure_timeout() -> ConfigDuration {
 fn default_ack_timeout() -> ConfigDuration {
     ConfigDuration::from_secs(30)
 }
+fn default_header_timeout() -> ConfigDuration {
+    ConfigDuration::from_secs(10)
+}
+fn default_body_timeout() -> ConfigDuration {
+    ConfigDuration::from_secs(30)
+}
+fn default_max_connections() -> usize {
+    256
+}
+fn default_max_buffered() -> ByteSize {
+    ByteSize::mib(64)
+}
 
 pub struct Ingest {
     config: Config,
+    auth: Option<auth::Verifier>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Ingest {
@@ -103,7 +146,22 @@ impl Ingest {
         if config.max_body_bytes.0 == 0 {
             return Err(BuildError::new("`max_body_bytes` must be more than 0"));
         }
-        Ok(Ingest { config })
+        if config.max_buffered_bytes.0 < config.max_body_bytes.0.saturating_mul(2) {
+            return Err(BuildError::new(format!(
+                "`max_buffered_bytes` ({}) must be at least twice `max_body_bytes` ({}): a body is joined \
+                 into one piece once received, which needs twice its size for a moment",
+                config.max_buffered_bytes, config.max_body_bytes
+            )));
+        }
+        if config.max_connections == 0 {
+            return Err(BuildError::new("`max_connections` must be more than 0"));
+        }
+        if config.header_timeout.is_zero() || config.body_timeout.is_zero() {
+            return Err(BuildError::new("`header_timeout` and `body_timeout` must be more than 0"));
+        }
+        let auth = config.auth.as_ref().map(auth::Auth::verifier).transpose().map_err(BuildError::new)?;
+        let tls = config.tls.as_ref().map(tls::TlsConfig::acceptor).transpose()?;
+        Ok(Ingest { config, auth, tls })
     }
 
     pub async fn run(self, mut cx: SourceContext) -> Result<(), String> {
@@ -115,56 +173,72 @@ impl Ingest {
                 return Err(msg);
             }
         };
-        tracing::info!(component = %cx.id, address = %self.config.address, path = %self.config.path, "accepting events");
+        tracing::info!(
+            component = %cx.id,
+            address = %self.config.address,
+            path = %self.config.path,
+            tls = self.tls.is_some(),
+            auth = self.auth.is_some(),
+            "accepting events"
+        );
         cx.ready(Ok(()));
 
+        let server = server::Server::new(
+            *self.config.header_timeout,
+            self.config.max_connections,
+            self.tls,
+            Some(cx.metrics.clone()),
+        );
         let shared = Arc::new(Shared {
+            budget: Budget::new(self.config.max_buffered_bytes.0.try_into().unwrap_or(usize::MAX)),
             config: self.config,
+            auth: self.auth,
             source: cx.source_uri.clone(),
             host: cx.host.clone(),
             metrics: cx.metrics.clone(),
         });
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        loop {
-            let (stream, _) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait, do not spin.
-                        tracing::warn!(component = %cx.id, error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-                _ = cx.shutdown.cancelled() => break,
-            };
-            let _ = stream.set_nodelay(true);
+        register_metrics(&cx, server.open_connections(), shared.clone());
+        let out = cx.out.clone();
+        let handler = move |req| {
             let shared = shared.clone();
-            let out = cx.out.clone();
-            let service = hyper::service::service_fn(move |req| {
-                let shared = shared.clone();
-                let mut out = out.clone();
-                async move { Ok::<_, Infallible>(shared.handle(req, &mut out).await) }
-            });
-            let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-            let conn = graceful.watch(conn);
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-        }
-        drop(listener);
-        // Requests under way finish (each is bounded by its own timeouts);
-        // idle keep-alive connections are closed.
-        graceful.shutdown().await;
+            let mut out = out.clone();
+            async move { shared.handle(req, &mut out).await }
+        };
+        server.run(listener, cx.shutdown.clone(), handler).await;
         Ok(())
     }
+}
+
+fn register_metrics(
+    cx: &SourceContext,
+    connections: impl Fn() -> usize + Send + Sync + 'static,
+    shared: Arc<Shared>,
+) {
+    use std::fmt::Write as _;
+    let labels = format!("component_id=\"{}\",component_kind=\"source\",component_type=\"ingest\"", cx.id);
+    cx.registry.add_collector(
+        &cx.id,
+        Arc::new(move |families: &mut Families| {
+            let mut gauge = |name: &str, help: &'static str, v: usize| {
+                let _ = writeln!(families.family(name, "gauge", help), "{name}{{{labels}}} {v}");
+            };
+            gauge("hostwatch_ingest_connections", "Connections open to an ingest source.", connections());
+            gauge(
+                "hostwatch_ingest_buffered_body_bytes",
+                "Memory held by the request bodies an ingest source is receiving.",
+                shared.budget.used(),
+            );
+        }),
+    );
 }
 
 // === impl Shared ===
 
 struct Shared {
     config: Config,
+    auth: Option<auth::Verifier>,
+    /// What the bodies being received hold together.
+    budget: Budget,
     source: Str,
     host: Str,
     metrics: Arc<ComponentMetrics>,
@@ -174,6 +248,12 @@ type Body = Full<Bytes>;
 
 impl Shared {
     async fn handle(&self, req: Request<Incoming>, out: &mut Fanout) -> Response<Body> {
+        if let Some(auth) = &self.auth
+            && !auth.allows(req.headers())
+        {
+            self.metrics.add_error("unauthorized", 1);
+            return unauthorized();
+        }
         if req.uri().path() != self.config.path {
             return answer(
                 StatusCode::NOT_FOUND,
@@ -195,10 +275,36 @@ impl Shared {
             return self.too_large();
         }
         let (parts, body) = req.into_parts();
-        let body = match Limited::new(body, limit).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => return self.too_large(),
-            Err(e) => return answer(StatusCode::BAD_REQUEST, format!("could not read the body: {e}")),
+        let mut reservation = Reservation::new(&self.budget);
+        let body_timeout = *self.config.body_timeout;
+        let body = match limits::read_body(body, limit, &mut reservation, body_timeout).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge) => return self.too_large(),
+            Err(BodyError::OverBudget) => {
+                self.metrics.add_error("body_memory", 1);
+                let mut r = answer(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many bodies are being received (max_buffered_bytes); nothing was accepted, \
+                     send again later"
+                        .to_string(),
+                );
+                r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+                // The rest of the body is not read: the connection cannot go on.
+                r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+                return r;
+            }
+            Err(BodyError::Timeout) => {
+                self.metrics.add_error("body_timeout", 1);
+                let mut r = answer(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("the body did not arrive within body_timeout ({})", self.config.body_timeout),
+                );
+                r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+                return r;
+            }
+            Err(BodyError::Read(e)) => {
+                return answer(StatusCode::BAD_REQUEST, format!("could not read the body: {e}"));
+            }
         };
         self.metrics.bytes_in.fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
 
@@ -206,7 +312,11 @@ impl Shared {
         let now = time::now_micros();
         ids.set_time((now / 1000) as u64);
         let mut defaults = Defaults { source: &self.source, host: &self.host, time: now, ids: &mut ids };
-        let events = match decode_body(&parts.headers, body, &mut defaults) {
+        let decoded = decode::decode_body(&parts.headers, body, &mut defaults);
+        // The body is gone once decoded: its share of the budget goes back
+        // before the request waits for room in the pipeline.
+        drop(reservation);
+        let events = match decoded {
             Ok(events) => events,
             Err(reason) => {
                 self.metrics.add_dropped(DropReason::Malformed, 1);
@@ -273,6 +383,15 @@ impl Shared {
     }
 }
 
+fn unauthorized() -> Response<Body> {
+    let mut r = answer(
+        StatusCode::UNAUTHORIZED,
+        "send the token set in `auth` as `Authorization: Bearer <token>`".to_string(),
+    );
+    r.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer"));
+    r
+}
+
 fn answer(status: StatusCode, error: String) -> Response<Body> {
     let body = serde_json::json!({ "error": error }).to_string();
     json_response(status, body)
@@ -287,169 +406,4 @@ fn json_response(status: StatusCode, body: String) -> Response<Body> {
     *r.status_mut() = status;
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
-}
-
-// === decoding ===
-
-/// Decodes a whole request body into events, or the reason it cannot be.
-fn decode_body(headers: &HeaderMap, body: Bytes, d: &mut Defaults<'_>) -> Result<Vec<Event>, String> {
-    let content_type = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
-        .unwrap_or_default();
-    if headers.contains_key("ce-specversion") || headers.contains_key("ce-type") {
-        return binary_mode(headers, &content_type, body, d).map(|e| vec![e]);
-    }
-    match content_type.as_str() {
-        "application/cloudevents+json" => {
-            let v = parse_json(&body)?;
-            if matches!(v, Value::Array(_)) {
-                return Err("application/cloudevents+json takes one event; send an array as \
-                            application/cloudevents-batch+json"
-                    .to_string());
-            }
-            Ok(vec![decode::from_json(v, d)?])
-        }
-        "application/cloudevents-batch+json" => match parse_json(&body)? {
-            Value::Array(items) => decode_all(items, d),
-            other => Err(format!(
-                "application/cloudevents-batch+json takes a JSON array of events, not {}",
-                other.kind()
-            )),
-        },
-        "" | "application/json" => match parse_json(&body)? {
-            Value::Array(items) => decode_all(items, d),
-            one => Ok(vec![decode::from_json(one, d).map_err(|e| format!("event 0: {e}"))?]),
-        },
-        "application/x-ndjson" | "application/ndjson" | "application/jsonl" | "application/x-jsonlines" => {
-            let mut events = Vec::new();
-            for (i, line) in body.split(|b| *b == b'\n').enumerate() {
-                let line = line.strip_suffix(b"\r").unwrap_or(line);
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                let v = parse_json(line).map_err(|e| format!("line {}: {e}", i + 1))?;
-                events.push(decode::from_json(v, d).map_err(|e| format!("line {}: {e}", i + 1))?);
-            }
-            Ok(events)
-        }
-        other => Err(format!(
-            "unsupported Content-Type `{other}`: send application/cloudevents+json, \
-             application/cloudevents-batch+json, application/json or application/x-ndjson"
-        )),
-    }
-}
-
-fn decode_all(items: Vec<Value>, d: &mut Defaults<'_>) -> Result<Vec<Event>, String> {
-    let mut events = Vec::with_capacity(items.len());
-    for (i, item) in items.into_iter().enumerate() {
-        events.push(decode::from_json(item, d).map_err(|e| format!("event {i}: {e}"))?);
-    }
-    Ok(events)
-}
-
-fn parse_json(bytes: &[u8]) -> Result<Value, String> {
-    serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON: {e}"))
-}
-
-/// The CloudEvents HTTP binding, binary mode: attributes in `ce-*` headers,
-/// the body is the data, `Content-Type` its `datacontenttype`.
-fn binary_mode(
-    headers: &HeaderMap,
-    content_type: &str,
-    body: Bytes,
-    d: &mut Defaults<'_>,
-) -> Result<Event, String> {
-    let mut map = Map::new();
-    for (name, value) in headers {
-        let Some(attr) = name.as_str().strip_prefix("ce-") else { continue };
-        let value = value.to_str().map_err(|_| format!("header `{name}` is not valid text"))?;
-        let value = percent_encoding::percent_decode_str(value)
-            .decode_utf8()
-            .map_err(|_| format!("header `{name}` is not valid UTF-8 once decoded"))?;
-        map.insert(Str::from(attr), Value::from(value.into_owned()));
-    }
-    if let Some(ct) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
-        map.insert(Str::from_static("datacontenttype"), Value::from(ct.to_string()));
-    }
-    if !body.is_empty() {
-        let json = content_type == "application/json" || content_type.ends_with("+json");
-        if json {
-            map.insert(Str::from_static("data"), parse_json(&body)?);
-        } else if content_type.starts_with("text/") {
-            let text =
-                String::from_utf8(body.to_vec()).map_err(|_| "the text body is not UTF-8".to_string())?;
-            map.insert(Str::from_static("data"), Value::from(text));
-        } else {
-            let encoded = base64::engine::general_purpose::STANDARD.encode(&body);
-            map.insert(Str::from_static("data_base64"), Value::from(encoded));
-        }
-    }
-    decode::from_json(Value::Object(map), d)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn decode(content_type: &str, body: &str) -> Result<Vec<Event>, String> {
-        let mut headers = HeaderMap::new();
-        if !content_type.is_empty() {
-            headers.insert(CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap());
-        }
-        let mut ids = IdGen::new();
-        let s = Str::from_static("hostwatch://h/apps");
-        let h = Str::from_static("h");
-        let mut d = Defaults { source: &s, host: &h, time: 1, ids: &mut ids };
-        decode_body(&headers, Bytes::from(body.to_string()), &mut d)
-    }
-
-    #[test]
-    fn content_types() {
-        assert_eq!(decode("application/cloudevents+json", r#"{"type":"A"}"#).unwrap().len(), 1);
-        assert_eq!(
-            decode("application/cloudevents-batch+json", r#"[{"type":"A"},{"type":"B"}]"#).unwrap().len(),
-            2
-        );
-        assert_eq!(decode("application/json; charset=utf-8", r#"{"type":"A","data":{}}"#).unwrap().len(), 1);
-        assert_eq!(decode("", r#"[{"type":"A"}]"#).unwrap().len(), 1);
-        assert_eq!(
-            decode("application/x-ndjson", "{\"type\":\"A\"}\r\n\n{\"type\":\"B\"}\n").unwrap().len(),
-            2
-        );
-        assert!(decode("text/csv", "a,b").unwrap_err().contains("unsupported Content-Type"));
-    }
-
-    #[test]
-    fn one_bad_event_refuses_the_request_and_says_which() {
-        let err = decode("application/json", r#"[{"type":"A"},{"data":1}]"#).unwrap_err();
-        assert_eq!(err, "event 1: missing `type`");
-        let err = decode("application/x-ndjson", "{\"type\":\"A\"}\n{oops\n").unwrap_err();
-        assert!(err.starts_with("line 2: invalid JSON"), "{err}");
-        let err = decode("application/cloudevents-batch+json", r#"{"type":"A"}"#).unwrap_err();
-        assert!(err.contains("JSON array"));
-    }
-
-    #[test]
-    fn binary_mode_reads_headers() {
-        let mut headers = HeaderMap::new();
-        headers.insert("ce-specversion", HeaderValue::from_static("1.0"));
-        headers.insert("ce-type", HeaderValue::from_static("OrderCreated"));
-        headers.insert("ce-id", HeaderValue::from_static("o-1"));
-        headers.insert("ce-traceparent", HeaderValue::from_static("00%2Dx"));
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let mut ids = IdGen::new();
-        let s = Str::from_static("src");
-        let h = Str::from_static("h");
-        let mut d = Defaults { source: &s, host: &h, time: 1, ids: &mut ids };
-        let e = decode_body(&headers, Bytes::from_static(b"{\"n\":1}"), &mut d).unwrap().remove(0);
-        assert_eq!(e.ty, "OrderCreated");
-        assert_eq!(e.attrs.get("traceparent"), Some(&Value::from("00-x")));
-        assert_eq!(e.data.as_object().unwrap().get("n"), Some(&Value::Int(1)));
-
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-        let e = decode_body(&headers, Bytes::from_static(b"\x00\x01"), &mut d).unwrap().remove(0);
-        assert_eq!(e.attrs.get("data_base64"), Some(&Value::from("AAE=")));
-    }
 }
