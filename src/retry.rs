@@ -100,7 +100,9 @@ impl SendError {
     pub fn retry(reason: impl Into<String>) -> Self {
         let reason = reason.into();
         if is_auth_failure(&reason) {
-            return SendError::Auth(reason);
+            return SendError::Auth(format!(
+                "the broker refused the agent's credentials: check the sink's user, password or token; {reason}"
+            ));
         }
         SendError::Retry { after: None, reason }
     }
