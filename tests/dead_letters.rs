@@ -264,13 +264,18 @@ async fn dead_letters_are_listed_and_replayed_with_their_ids() {
     assert_eq!(std::fs::read_dir(&dead).unwrap().count(), 0);
 }
 
-/// A broker's refusal of the credentials (Redis `WRONGPASS`, an ACL user
-/// that does not exist) holds the data too.
+/// A broker's refusal of the credentials (Redis `WRONGPASS` for an ACL user
+/// that does not exist, RabbitMQ `ACCESS_REFUSED`) holds the data too, and
+/// is logged once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_refusing_the_credentials_holds_the_data() {
-    let api = free_port();
-    let config = format!(
-        r#"
+    for sink in [
+        "    type: redis\n    url: \"redis://hostwatch-nobody:wrong@127.0.0.1:6379/0\"\n    key: hostwatch-auth-test\n",
+        "    type: amqp\n    url: \"amqp://hostwatch-nobody:wrong@127.0.0.1:5672/%2f\"\n    exchange: \"\"\n    routing_key: hostwatch-auth-test\n",
+    ] {
+        let api = free_port();
+        let config = format!(
+            r#"
 data_dir: {{data_dir}}
 api:
   address: 127.0.0.1:{api}
@@ -281,35 +286,33 @@ sources:
     count: 100
 sinks:
   out:
-    type: redis
     inputs: [gen]
-    url: "redis://hostwatch-nobody:wrong@127.0.0.1:6379/0"
-    key: hostwatch-auth-test
     request: {{retry_initial_backoff: 20ms, retry_max_backoff: 100ms}}
-"#
-    );
-    let agent = Agent::start(&config);
-    wait_until("auth_failed", Duration::from_secs(30), async || {
-        let r = common::client().get(format!("http://127.0.0.1:{api}/health")).send().await;
-        match r {
-            Ok(r) => r.json::<Value>().await.unwrap()["sinks"]["out"]["state"] == "auth_failed",
-            Err(_) => false,
-        }
-    })
-    .await;
-    wait_until("10 attempts", Duration::from_secs(30), async || {
-        common::metric(&metrics(api).await, "hostwatch_retries_total{component_id=\"out\"").unwrap_or(0.0)
-            >= 10.0
-    })
-    .await;
-    let logs = agent.logs();
-    assert_eq!(logs.lines().filter(|l| l.contains("ERROR")).count(), 1, "{logs}");
-    assert!(logs.contains("check the sink's user, password or token"), "{logs}");
-    assert!(!dead_dir(&agent).exists());
-    let text = metrics(api).await;
-    assert_eq!(
-        common::metric(&text, "hostwatch_events_sent_total{component_id=\"out\"").unwrap_or(-1.0),
-        0.0,
-        "{text}"
-    );
+{sink}"#
+        );
+        let agent = Agent::start(&config);
+        wait_until("auth_failed", Duration::from_secs(30), async || {
+            let r = common::client().get(format!("http://127.0.0.1:{api}/health")).send().await;
+            match r {
+                Ok(r) => r.json::<Value>().await.unwrap()["sinks"]["out"]["state"] == "auth_failed",
+                Err(_) => false,
+            }
+        })
+        .await;
+        wait_until("10 attempts", Duration::from_secs(30), async || {
+            common::metric(&metrics(api).await, "hostwatch_retries_total{component_id=\"out\"").unwrap_or(0.0)
+                >= 10.0
+        })
+        .await;
+        let logs = agent.logs();
+        assert_eq!(logs.lines().filter(|l| l.contains("ERROR")).count(), 1, "{logs}");
+        assert!(logs.contains("check the sink's user, password or token"), "{logs}");
+        assert!(!dead_dir(&agent).exists());
+        let text = metrics(api).await;
+        assert_eq!(
+            common::metric(&text, "hostwatch_events_sent_total{component_id=\"out\"").unwrap_or(-1.0),
+            0.0,
+            "{text}"
+        );
+    }
 }
