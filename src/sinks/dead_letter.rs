@@ -8,10 +8,14 @@
 //! `<millis>-<n>.meta.json`, why and how to read it. The directory is
 //! bounded: letters older than `max_age` are deleted (when the sink starts,
 //! after each new letter, and periodically), then the oldest go until the
-//! rest fit in `max_size`. Each deletion is counted.
+//! rest fit in `max_size`. Each deletion is counted. The sink keeps a list
+//! of its letters so that a new one costs no listing of the directory; the
+//! periodic sweep reads the directory again (`replay` deletes letters too).
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
@@ -57,6 +61,8 @@ impl DeadLetterConfig {
 pub struct DeadLetters {
     pub dir: PathBuf,
     pub limits: Limits,
+    /// The letters in the directory, oldest first, as far as the sink knows.
+    known: Arc<Mutex<VecDeque<Letter>>>,
 }
 
 /// One dead letter, as `list` shows it.
@@ -102,6 +108,10 @@ pub struct Deleted {
 }
 
 impl DeadLetters {
+    pub fn new(dir: PathBuf, limits: Limits) -> Self {
+        DeadLetters { dir, limits, known: Arc::default() }
+    }
+
     /// How often expired letters are looked for while the sink runs.
     pub fn sweep_interval(&self) -> Duration {
         (self.limits.max_age / 2).clamp(Duration::from_secs(1), Duration::from_secs(60))
@@ -152,17 +162,22 @@ impl DeadLetters {
             destination: batch.partition.clone(),
             messages,
         };
-        let meta = serde_json::to_vec(&meta).map_err(std::io::Error::other)?;
-        tokio::fs::write(self.dir.join(format!("{name}.meta.json")), meta).await?;
-        self.enforce_in_background(metrics).await;
+        let meta_text = serde_json::to_vec(&meta).map_err(std::io::Error::other)?;
+        tokio::fs::write(self.dir.join(format!("{name}.meta.json")), &meta_text).await?;
+        let bytes = std::fs::metadata(&path).map_or(0, |m| m.len()) + meta_text.len() as u64;
+        let letter = Letter { name, millis, body: Some(path.clone()), bytes, meta };
+        self.known.lock().unwrap_or_else(|e| e.into_inner()).push_back(letter);
+        self.enforce_in_background(metrics, false).await;
         Ok(path)
     }
 
-    /// Runs [`enforce`](Self::enforce) off the async threads and counts
-    /// what it deleted.
-    pub async fn enforce_in_background(&self, metrics: &ComponentMetrics) {
+    /// Runs [`enforce`](Self::enforce) off the async threads (reading the
+    /// directory again if `rescan`) and counts what it deleted.
+    pub async fn enforce_in_background(&self, metrics: &ComponentMetrics, rescan: bool) {
         let this = self.clone();
-        match tokio::task::spawn_blocking(move || this.enforce(unix_millis())).await {
+        let now = unix_millis();
+        let run = move || if rescan { this.enforce(now) } else { Ok(this.enforce_known(now)) };
+        match tokio::task::spawn_blocking(run).await {
             Ok(Ok(deleted)) => count(metrics, deleted),
             Ok(Err(e)) => {
                 tracing::warn!(component = %metrics.id, "cannot clean up {}: {e}", self.dir.display())
@@ -171,38 +186,44 @@ impl DeadLetters {
         }
     }
 
-    /// Deletes the letters older than `max_age`, then the oldest until the
-    /// rest fit in `max_size`.
+    /// Reads the directory, then deletes the letters older than `max_age`,
+    /// then the oldest until the rest fit in `max_size`.
     pub fn enforce(&self, now_millis: u64) -> std::io::Result<Deleted> {
-        let mut letters = match list(&self.dir) {
+        let letters = match list(&self.dir) {
             Ok(l) => l,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Deleted::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e),
         };
+        *self.known.lock().unwrap_or_else(|e| e.into_inner()) = letters.into();
+        Ok(self.enforce_known(now_millis))
+    }
+
+    /// [`enforce`](Self::enforce) over the letters the sink knows of.
+    fn enforce_known(&self, now_millis: u64) -> Deleted {
+        let mut letters = self.known.lock().unwrap_or_else(|e| e.into_inner());
         let mut deleted = Deleted::default();
         let max_age = self.limits.max_age.as_millis() as u64;
         let mut total: u64 = letters.iter().map(|l| l.bytes).sum();
-        // `list` gives them oldest first.
+        // Oldest first: `list` sorts them, and new ones join at the back.
         letters.retain(|l| {
             if now_millis.saturating_sub(l.millis) < max_age {
                 return true;
             }
             if remove(&self.dir, l) {
                 deleted.age += 1;
-                total -= l.bytes;
             }
+            total -= l.bytes;
             false
         });
-        for l in &letters {
-            if total <= self.limits.max_size {
-                break;
-            }
-            if remove(&self.dir, l) {
+        while total > self.limits.max_size {
+            let Some(l) = letters.pop_front() else { break };
+            if remove(&self.dir, &l) {
                 deleted.size += 1;
-                total -= l.bytes;
             }
+            // One that cannot be deleted is looked for again at the next sweep.
+            total -= l.bytes;
         }
-        Ok(deleted)
+        deleted
     }
 }
 
@@ -292,7 +313,7 @@ mod tests {
         std::fs::write(dir.path().join("README"), "not a letter").unwrap();
         let meta = r#"{"events":1}"#.len() as u64;
         let limits = Limits { max_size: 2 * (100 + meta), max_age: Duration::from_secs(30) };
-        let dl = DeadLetters { dir: dir.path().to_path_buf(), limits };
+        let dl = DeadLetters::new(dir.path().to_path_buf(), limits);
         assert_eq!(dl.enforce(61_000).unwrap(), Deleted { size: 1, age: 1 });
         let left: Vec<String> = list(dir.path()).unwrap().into_iter().map(|l| l.name).collect();
         assert_eq!(left, vec!["60000-2", "60000-3"]);

@@ -135,10 +135,7 @@ impl SinkConfig {
             buffer: self.buffer.limits()?,
             disk: self.buffer.disk()?,
             request,
-            dead_letters: DeadLetters {
-                dir: dead_letter_dir(data_dir, id),
-                limits: self.dead_letter.resolve()?,
-            },
+            dead_letters: DeadLetters::new(dead_letter_dir(data_dir, id), self.dead_letter.resolve()?),
         })
     }
 }
@@ -320,7 +317,7 @@ impl BuiltSink {
         let mut input_open = true;
         // Letters that expired while the agent was stopped go now, and the
         // rest as they expire.
-        dead_letters.enforce_in_background(&metrics).await;
+        dead_letters.enforce_in_background(&metrics, true).await;
         let mut sweep = tokio::time::interval(dead_letters.sweep_interval());
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         sweep.reset();
@@ -354,7 +351,7 @@ impl BuiltSink {
                     }
                 },
                 _ = sleep_until(deadline), if deadline.is_some() => batcher.flush_due(Instant::now()),
-                _ = sweep.tick() => dead_letters.enforce_in_background(&metrics).await,
+                _ = sweep.tick() => dead_letters.enforce_in_background(&metrics, true).await,
             }
         }
         metrics.set_state(State::Stopped);
