@@ -6,6 +6,7 @@
 //! minute, with the number of failures since; and one line when it stops.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 /// The shortest time between two lines about the same trouble.
@@ -14,6 +15,8 @@ const EVERY: Duration = Duration::from_secs(60);
 #[derive(Debug, Default)]
 pub struct Throttle {
     state: Mutex<State>,
+    /// Set while in trouble: every delivered batch asks, without the lock.
+    troubled: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -41,6 +44,7 @@ impl Throttle {
 
     fn failed_at(&self, now: Instant) -> Verdict {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.troubled.store(true, Relaxed);
         match s.logged {
             Some(at) if now.duration_since(at) < EVERY => {
                 s.since += 1;
@@ -58,9 +62,13 @@ impl Throttle {
     /// The trouble is over; true once (to log the recovery), false if there
     /// was none.
     pub fn recovered(&self) -> bool {
+        if !self.troubled.load(Relaxed) {
+            return false;
+        }
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let was = s.logged.take().is_some();
         s.since = 0;
+        self.troubled.store(false, Relaxed);
         was
     }
 }
