@@ -265,11 +265,40 @@ async fn dead_letters_are_listed_and_replayed_with_their_ids() {
 }
 
 /// A broker's refusal of the credentials (Redis `WRONGPASS` for an ACL user
-/// that does not exist, RabbitMQ `ACCESS_REFUSED`) holds the data too, and
-/// is logged once.
+/// that does not exist, RabbitMQ `ACCESS_REFUSED`, Mosquitto's CONNACK "not
+/// authorized") holds the data too, and is logged once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_refusing_the_credentials_holds_the_data() {
+    // A Mosquitto of the test's own that wants a password.
+    let mosquitto_dir = tempfile::tempdir().unwrap();
+    let passwords = mosquitto_dir.path().join("passwords");
+    let made = Command::new("mosquitto_passwd")
+        .args(["-b", "-c"])
+        .arg(&passwords)
+        .args(["agent", "right"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let mqtt_port = free_port();
+    let conf = mosquitto_dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {mqtt_port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n",
+            passwords.display()
+        ),
+    )
+    .unwrap();
+    let _mosquitto = Killed(Command::new("mosquitto").arg("-c").arg(&conf).spawn().unwrap());
+    wait_until("mosquitto", Duration::from_secs(20), async || {
+        std::net::TcpStream::connect(("127.0.0.1", mqtt_port)).is_ok()
+    })
+    .await;
+    let mqtt = format!(
+        "    type: mqtt\n    url: \"mqtt://agent:wrong@127.0.0.1:{mqtt_port}\"\n    topic: hostwatch-auth-test\n"
+    );
     for sink in [
+        mqtt.as_str(),
         "    type: redis\n    url: \"redis://hostwatch-nobody:wrong@127.0.0.1:6379/0\"\n    key: hostwatch-auth-test\n",
         "    type: amqp\n    url: \"amqp://hostwatch-nobody:wrong@127.0.0.1:5672/%2f\"\n    exchange: \"\"\n    routing_key: hostwatch-auth-test\n",
     ] {
@@ -287,7 +316,7 @@ sources:
 sinks:
   out:
     inputs: [gen]
-    request: {{retry_initial_backoff: 20ms, retry_max_backoff: 100ms}}
+    request: {{timeout: 2s, retry_initial_backoff: 20ms, retry_max_backoff: 100ms}}
 {sink}"#
         );
         let agent = Agent::start(&config);
@@ -314,5 +343,15 @@ sinks:
             0.0,
             "{text}"
         );
+    }
+}
+
+/// A process of the test's own, stopped when the test ends (or fails).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
