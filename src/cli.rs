@@ -407,12 +407,12 @@ fn example(ty: Option<&str>) -> ExitCode {
     }
 }
 
-/// The NATS client reports every failed reconnect attempt at info level, and
-/// the AMQP client each refused connection as two errors (a wrong password
-/// would log them at every retry); the sinks say what failed themselves,
-/// once, and when it works again. A level given for `async_nats` or `lapin`
-/// in `log.level` still wins.
-const QUIET_LIBRARIES: &str = "async_nats=warn,lapin=off";
+/// The NATS client reports every failed reconnect attempt (at info level,
+/// and refused credentials as an error), and the AMQP client each refused
+/// connection as two errors: a wrong password would log them at every
+/// retry. The sinks say what failed themselves, once, and when it works
+/// again. A level given for `async_nats` or `lapin` in `log.level` still wins.
+const QUIET_LIBRARIES: &str = "async_nats=off,lapin=off";
 
 fn init_logging(config: &Config) {
     let filter =

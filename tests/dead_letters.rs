@@ -266,7 +266,8 @@ async fn dead_letters_are_listed_and_replayed_with_their_ids() {
 
 /// A broker's refusal of the credentials (Redis `WRONGPASS` for an ACL user
 /// that does not exist, RabbitMQ `ACCESS_REFUSED`, Mosquitto's CONNACK "not
-/// authorized") holds the data too, and is logged once.
+/// authorized", NATS "authorization violation") holds the data too, and is
+/// logged once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_refusing_the_credentials_holds_the_data() {
     // A Mosquitto of the test's own that wants a password.
@@ -294,10 +295,28 @@ async fn a_broker_refusing_the_credentials_holds_the_data() {
         std::net::TcpStream::connect(("127.0.0.1", mqtt_port)).is_ok()
     })
     .await;
+    // And a NATS server that wants one.
+    let nats_port = free_port();
+    let _nats = Killed(
+        Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &nats_port.to_string(), "--user", "agent", "--pass", "right"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("nats-server", Duration::from_secs(20), async || {
+        std::net::TcpStream::connect(("127.0.0.1", nats_port)).is_ok()
+    })
+    .await;
+    let nats = format!(
+        "    type: nats\n    url: \"nats://agent:wrong@127.0.0.1:{nats_port}\"\n    subject: hostwatch-auth-test\n    jetstream: false\n"
+    );
     let mqtt = format!(
         "    type: mqtt\n    url: \"mqtt://agent:wrong@127.0.0.1:{mqtt_port}\"\n    topic: hostwatch-auth-test\n"
     );
     for sink in [
+        nats.as_str(),
         mqtt.as_str(),
         "    type: redis\n    url: \"redis://hostwatch-nobody:wrong@127.0.0.1:6379/0\"\n    key: hostwatch-auth-test\n",
         "    type: amqp\n    url: \"amqp://hostwatch-nobody:wrong@127.0.0.1:5672/%2f\"\n    exchange: \"\"\n    routing_key: hostwatch-auth-test\n",
