@@ -752,6 +752,7 @@ fn reference(src: &Path) -> Result<String, Error> {
                 ("batch", "batch.rs", "BatchConfig"),
                 ("buffer", "buffer/mod.rs", "BufferConfig"),
                 ("request", "retry.rs", "RequestConfig"),
+                ("dead_letter", "sinks/dead_letter.rs", "DeadLetterConfig"),
             ] {
                 rows(&mut out, &index, find(&src.join(file), name)?, &format!("{key}."), 0);
             }

@@ -17,10 +17,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::pipeline::metrics::{Registry, State};
-use crate::util::redact::scrub;
+use crate::pipeline::metrics::{ComponentMetrics, Registry, State};
 use crate::sources::ingest::auth::Verifier;
 use crate::sources::ingest::server::Server;
+use crate::util::redact::scrub;
 
 /// How long a client has to send a request head; idle connections are
 /// closed after it too.
@@ -96,46 +96,64 @@ fn handle(
     }
 }
 
-/// 200 while every component runs (a sink that retries, or a config on disk
-/// that a reload could not take, is `degraded`);
+/// 200 while every component runs; a sink that retries, or whose
+/// destination refuses the agent's credentials, or a config on disk that a
+/// reload could not take, makes the status `degraded`, still with 200: a
+/// health check (systemd, Kubernetes) asks whether the process works, and
+/// restarting it would not fix a token.
 /// 503 while the sources start, and once a component has failed.
 fn health(registry: &Registry, started: Instant) -> Response<Full<Bytes>> {
     let components = registry.components();
     let all_started = registry.started.load(std::sync::atomic::Ordering::Relaxed);
     let failed = components.iter().any(|c| c.state() == State::Failed);
-    let retrying = components.iter().any(|c| c.state() == State::Retrying);
+    let degraded = components.iter().any(|c| matches!(c.state(), State::Retrying | State::AuthFailed));
     // The config on disk is not the one that runs: a restart would not start.
     let reload_error = registry.reload_error();
     let status = if !all_started {
         "starting"
     } else if failed {
         "failed"
-    } else if retrying || reload_error.is_some() {
+    } else if degraded || reload_error.is_some() {
         "degraded"
     } else {
         "ok"
     };
+    let state = |c: &ComponentMetrics| {
+        serde_json::json!({
+            "state": c.state().as_str(),
+            "since": rfc3339_millis(c.state_since()),
+            "last_error": c.last_error().map(|e| scrub(&e).into_owned()),
+        })
+    };
     let list: Vec<serde_json::Value> = components
         .iter()
         .map(|c| {
-            serde_json::json!({
-                "id": c.id,
-                "kind": c.kind,
-                "type": c.ty,
-                "state": c.state().as_str(),
-                "last_error": c.last_error().map(|e| scrub(&e).into_owned()),
-            })
+            let mut v = state(c);
+            v["id"] = c.id.clone().into();
+            v["kind"] = c.kind.into();
+            v["type"] = c.ty.clone().into();
+            v
         })
         .collect();
+    let sinks: serde_json::Map<String, serde_json::Value> =
+        components.iter().filter(|c| c.kind == "sink").map(|c| (c.id.clone(), state(c))).collect();
     let body = serde_json::json!({
         "status": status,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": started.elapsed().as_secs(),
         "components": list,
-        "reload_error": reload_error,
+        "reload_error": reload_error.map(|e| scrub(&e).into_owned()),
+        "sinks": sinks,
     });
     let code = if failed || !all_started { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     respond(code, "application/json", body.to_string())
+}
+
+/// Milliseconds since the Unix epoch as RFC 3339 UTC.
+fn rfc3339_millis(ms: u64) -> String {
+    let mut out = Vec::with_capacity(32);
+    crate::event::time::format_rfc3339(ms as i64 * 1_000, &mut out);
+    String::from_utf8(out).unwrap_or_default()
 }
 
 fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {

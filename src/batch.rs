@@ -84,19 +84,44 @@ impl Compression {
         }
     }
 
-    fn compress(self, body: Vec<u8>) -> std::io::Result<Vec<u8>> {
+    /// The compressed copy of `body` (never called for `None`).
+    fn compress(self, body: &[u8]) -> std::io::Result<Vec<u8>> {
         match self {
-            Compression::None => Ok(body),
+            Compression::None => Ok(body.to_vec()),
             Compression::Gzip => {
                 let out = Vec::with_capacity(body.len() / 4);
                 let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
-                gz.write_all(&body)?;
+                gz.write_all(body)?;
                 gz.finish()
             }
-            Compression::Zstd => zstd::bulk::compress(&body, 3),
+            Compression::Zstd => zstd::bulk::compress(body, 3),
         }
     }
 }
+
+/// Compresses a closed batch's body. If compression fails the encoded body
+/// is sent as it is, without `Content-Encoding`: its events are all there,
+/// only larger.
+fn compressed(
+    compression: Compression,
+    body: Vec<u8>,
+    compress: Compress,
+) -> (Vec<u8>, Option<&'static str>) {
+    if compression == Compression::None {
+        return (body, None);
+    }
+    match compress(compression, &body) {
+        Ok(c) => (c, compression.content_encoding()),
+        Err(e) => {
+            tracing::error!(error = %e, "compression failed; sending the batch uncompressed");
+            (body, None)
+        }
+    }
+}
+
+/// How a batch is compressed: [`Compression::compress`], but a test can
+/// make it fail.
+type Compress = fn(Compression, &[u8]) -> std::io::Result<Vec<u8>>;
 
 /// A closed batch: its encoded (and compressed) body and what it carries.
 #[derive(Debug)]
@@ -119,6 +144,28 @@ pub struct EncodedBatch {
 }
 
 impl EncodedBatch {
+    /// A batch read back from where it was kept (a dead letter), to be sent
+    /// as it was. Nobody waits for its acknowledgement.
+    pub fn stored(
+        body: Bytes,
+        events: usize,
+        content_type: &'static str,
+        content_encoding: Option<&'static str>,
+        partition: Option<String>,
+    ) -> Self {
+        EncodedBatch {
+            uncompressed_bytes: body.len(),
+            body,
+            events,
+            partition,
+            content_type,
+            content_encoding,
+            acks: AckSet::new(),
+            messages: None,
+            confirmed: Default::default(),
+        }
+    }
+
     /// Whether the broker confirmed message `i` on an earlier attempt.
     pub fn is_confirmed(&self, i: usize) -> bool {
         let done = self.confirmed.lock().unwrap_or_else(|e| e.into_inner());
@@ -328,6 +375,7 @@ pub struct Batcher {
     typical: usize,
     /// Set for sinks that publish each event on its own.
     framing: Option<Framing>,
+    compress: Compress,
 }
 
 /// The most destinations with a batch open at once; past it the oldest is sent.
@@ -345,6 +393,7 @@ impl Batcher {
             key: String::new(),
             typical: 64 << 10,
             framing: None,
+            compress: Compression::compress,
         }
     }
 
@@ -460,17 +509,7 @@ impl Batcher {
         }
         let uncompressed_bytes = body.len();
         self.typical = (self.typical * 7 + uncompressed_bytes) / 8;
-        let (body, content_encoding) = match self.compression.compress(body) {
-            Ok(b) => (b, self.compression.content_encoding()),
-            Err(e) => {
-                // Cannot happen when writing to memory; if it ever does, the
-                // events still go out, uncompressed.
-                tracing::error!(error = %e, "compression failed; sending uncompressed");
-                let mut body = Vec::new();
-                self.encoder.begin(&mut body);
-                (body, None)
-            }
-        };
+        let (body, content_encoding) = compressed(self.compression, body, self.compress);
         self.ready.push_back(EncodedBatch {
             body: Bytes::from(body),
             events: open.events,
@@ -651,6 +690,20 @@ mod tests {
         tokio::time::sleep_until(deadline).await;
         b.flush_due(Instant::now());
         assert_eq!(b.pop().unwrap().events, 2);
+    }
+
+    #[test]
+    fn a_failed_compression_sends_the_events_uncompressed() {
+        for c in [Compression::Gzip, Compression::Zstd] {
+            let mut b = Batcher::new(BatchLimits::DEFAULT, Codec::Ndjson, c);
+            b.compress = |_, _| Err(std::io::Error::other("no memory for the compressor"));
+            b.push(batch(0..10).0, None);
+            b.flush_all();
+            let out = b.pop().unwrap();
+            assert_eq!(out.content_encoding, None);
+            assert_eq!((out.events, lines(&out)), (10, 10));
+            assert_eq!(out.body.len(), out.uncompressed_bytes);
+        }
     }
 
     #[test]

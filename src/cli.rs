@@ -1,4 +1,4 @@
-//! The command line: `run`, `validate`, `buffer`, `example`, `reference`, `--version`.
+//! The command line: `run`, `validate`, `buffer`, `dead-letters`, `example`, `reference`, `--version`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -61,6 +61,18 @@ pub enum Command {
         #[arg(long, short, env = "HOSTWATCH_CONFIG", default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// List a sink's dead letters (`list`), or send them again and delete
+    /// the ones accepted (`replay`; exit 0 if all went, 1 otherwise).
+    DeadLetters {
+        #[arg(value_enum)]
+        action: DeadLetterAction,
+        /// The sink's id.
+        #[arg(long)]
+        sink: String,
+        /// The config file.
+        #[arg(long, short, env = "HOSTWATCH_CONFIG", default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
     /// Print a documented example of a component type, or list the types.
     /// `file` is both a source and a sink: `example source file` and
     /// `example sink file` print one of them, `example file` both.
@@ -87,6 +99,14 @@ pub enum BufferAction {
     Repair,
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DeadLetterAction {
+    /// One line per dead letter: time, events, bytes, status, reason.
+    List,
+    /// Send each again through the sink's destination; delete those accepted.
+    Replay,
+}
+
 /// Runs a parsed command line; the returned code is the process's exit code.
 pub fn main(cli: Cli) -> ExitCode {
     crate::util::redact::scrub_panics();
@@ -101,6 +121,57 @@ pub fn main(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Buffer { action, config } => buffer(action, &config),
+        Command::DeadLetters { action, sink, config } => dead_letters(action, &sink, &config),
+    }
+}
+
+fn dead_letters(action: DeadLetterAction, id: &str, path: &Path) -> ExitCode {
+    use crate::sinks::redeliver;
+    let (config, _, _) = match check(path) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let Some(sink) = config.sinks.iter().find(|s| s.id == id) else {
+        eprintln!("{}: no sink `{id}`", path.display());
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let dir = crate::sinks::dead_letter_dir(&config.data_dir, id);
+    if let DeadLetterAction::List = action {
+        return match redeliver::list(&dir) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(redeliver::replay(id, &sink.config, &config.data_dir)) {
+        Ok(outcome) => {
+            for (name, why) in &outcome.kept {
+                eprintln!("kept {name}: {why}");
+            }
+            println!(
+                "sinks.{id}: {} dead letters sent ({} events), {} kept",
+                outcome.sent,
+                outcome.events,
+                outcome.kept.len()
+            );
+            if outcome.kept.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -376,10 +447,12 @@ fn example(args: &[String]) -> ExitCode {
     }
 }
 
-/// The NATS client reports every failed reconnect attempt at info level; the
-/// sink says when the connection is lost and back. A level given for
-/// `async_nats` in `log.level` still wins.
-const QUIET_LIBRARIES: &str = "async_nats=warn";
+/// The NATS client reports every failed reconnect attempt (at info level,
+/// and refused credentials as an error), and the AMQP client each refused
+/// connection as two errors: a wrong password would log them at every
+/// retry. The sinks say what failed themselves, once, and when it works
+/// again. A level given for `async_nats` or `lapin` in `log.level` still wins.
+const QUIET_LIBRARIES: &str = "async_nats=off,lapin=off";
 
 fn init_logging(config: &Config) {
     let filter = |level: &str| {

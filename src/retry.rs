@@ -4,8 +4,11 @@
 //! connection, a timeout, 429, 5xx) are retried without limit, with
 //! exponential backoff and jitter, or after the delay the server asked for in
 //! `Retry-After`. A sink stuck retrying stops taking new batches, and the
-//! pressure reaches the sources. Permanent failures (a 400 for a malformed
-//! batch) are not retried: the batch goes to the dead-letter directory.
+//! pressure reaches the sources. Refused credentials (401, 403, 407, a
+//! broker's authentication error) are the agent's problem, not the batch's:
+//! they are retried too, the data held, with a backoff of at most
+//! [`AUTH_MAX_BACKOFF`]. Permanent failures (a 400 for a malformed batch) are
+//! not retried: the batch goes to the dead-letter directory.
 
 use std::time::Duration;
 
@@ -83,13 +86,25 @@ impl RequestConfig {
 pub enum SendError {
     /// Worth trying again: after `after` if the other side said so.
     Retry { after: Option<Duration>, reason: String },
+    /// The destination refused the agent's credentials: the batch is
+    /// fine, and is retried until the credentials are fixed.
+    Auth(String),
     /// Will never succeed: dead-letter the batch.
     Permanent(String),
 }
 
 impl SendError {
+    /// A failure worth retrying. The broker clients report refused
+    /// credentials only as text, so a reason that carries one of their
+    /// authentication errors is an [`SendError::Auth`].
     pub fn retry(reason: impl Into<String>) -> Self {
-        SendError::Retry { after: None, reason: reason.into() }
+        let reason = reason.into();
+        if is_auth_failure(&reason) {
+            return SendError::Auth(format!(
+                "the broker refused the agent's credentials: check the sink's user, password or token; {reason}"
+            ));
+        }
+        SendError::Retry { after: None, reason }
     }
 
     /// The same error, its reason without secrets: reasons are logged,
@@ -101,10 +116,36 @@ impl SendError {
             SendError::Retry { after, reason } => {
                 SendError::Retry { after, reason: scrub(&reason).into_owned() }
             }
+            SendError::Auth(reason) => SendError::Auth(scrub(&reason).into_owned()),
             SendError::Permanent(reason) => SendError::Permanent(scrub(&reason).into_owned()),
         }
     }
 }
+
+/// The words with which the broker clients say that the credentials were
+/// refused: AMQP `ACCESS_REFUSED`, NATS "authorization violation" and
+/// "authentication expired", Redis `NOAUTH` and `WRONGPASS`, MQTT's CONNACK
+/// codes, librdkafka's SASL and authentication failures.
+fn is_auth_failure(reason: &str) -> bool {
+    const MARKERS: [&str; 9] = [
+        "access_refused",
+        "authorization violation",
+        "authentication expired",
+        "noauth",
+        "wrongpass",
+        "notauthorized",
+        "badusernamepassword",
+        "authentication failed",
+        "authentication failure",
+    ];
+    // Once per failed attempt, not per event: the copy costs nothing.
+    let reason = reason.to_ascii_lowercase();
+    MARKERS.iter().any(|m| reason.contains(m))
+}
+
+/// The longest delay between two attempts while the credentials are refused:
+/// fixing them should not wait long for the agent to notice.
+pub const AUTH_MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// The longest `Retry-After` honoured; a larger one is taken as this.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
@@ -121,6 +162,17 @@ pub struct Backoff {
 impl Backoff {
     pub fn new(settings: &RequestSettings) -> Self {
         Backoff { next: settings.initial_backoff, max: settings.max_backoff }
+    }
+
+    /// Backs off while the credentials are refused: up to `retry_max_backoff`
+    /// or [`AUTH_MAX_BACKOFF`], whichever is shorter.
+    pub fn for_auth(&mut self) -> Duration {
+        let max = self.max;
+        self.max = max.min(AUTH_MAX_BACKOFF);
+        self.next = self.next.min(self.max);
+        let delay = self.delay(None);
+        self.max = max;
+        delay
     }
 
     /// The delay before the next attempt; `asked` is a server's `Retry-After`.
@@ -152,6 +204,19 @@ mod tests {
         assert!(steps[11] >= Duration::from_secs(15) && steps[11] <= Duration::from_secs(30));
         assert_eq!(b.delay(Some(Duration::from_secs(7))), Duration::from_secs(7));
         assert_eq!(b.delay(Some(Duration::from_secs(9999))), MAX_RETRY_AFTER);
+    }
+
+    #[test]
+    fn auth_failures_back_off_to_at_most_a_minute() {
+        let c = RequestConfig {
+            retry_max_backoff: Some(ConfigDuration(Duration::from_secs(600))),
+            ..Default::default()
+        };
+        let mut b = Backoff::new(&c.resolve(4, 4).unwrap());
+        let longest = (0..20).map(|_| b.for_auth()).max().unwrap();
+        assert!(longest >= AUTH_MAX_BACKOFF / 2 && longest <= AUTH_MAX_BACKOFF, "{longest:?}");
+        assert!(matches!(SendError::retry("NOAUTH Authentication required."), SendError::Auth(_)));
+        assert!(matches!(SendError::retry("connection refused"), SendError::Retry { .. }));
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub enum State {
     Retrying = 2,
     Stopped = 3,
     Failed = 4,
+    /// A sink whose destination refuses the agent's credentials; its
+    /// events wait until they are fixed.
+    AuthFailed = 5,
 }
 
 impl State {
@@ -68,6 +71,7 @@ impl State {
             State::Retrying => "retrying",
             State::Stopped => "stopped",
             State::Failed => "failed",
+            State::AuthFailed => "auth_failed",
         }
     }
 
@@ -77,6 +81,7 @@ impl State {
             1 => State::Running,
             2 => State::Retrying,
             3 => State::Stopped,
+            5 => State::AuthFailed,
             _ => State::Failed,
         }
     }
@@ -92,6 +97,8 @@ pub struct ComponentMetrics {
     pub kind: &'static str,
     pub ty: String,
     state: AtomicU8,
+    /// When the state last changed, in milliseconds since the Unix epoch.
+    state_since: AtomicU64,
     pub events_in: AtomicU64,
     pub events_out: AtomicU64,
     pub bytes_in: AtomicU64,
@@ -110,6 +117,10 @@ pub struct ComponentMetrics {
     pub buffer_bytes: AtomicU64,
     /// Events taken in and given up by a stop that timed out: counted once.
     abandoned: AtomicU64,
+    /// Sinks: dead letters deleted to keep the directory within `max_size`
+    /// and within `max_age`.
+    pub dead_letters_deleted_size: AtomicU64,
+    pub dead_letters_deleted_age: AtomicU64,
     /// The last error, for `/health`.
     last_error: Mutex<Option<String>>,
     /// Transforms: expressions and parsers that failed, by reason.
@@ -123,6 +134,7 @@ impl ComponentMetrics {
             kind,
             ty: ty.to_string(),
             state: AtomicU8::new(State::Starting as u8),
+            state_since: AtomicU64::new(unix_millis()),
             events_in: AtomicU64::new(0),
             events_out: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
@@ -137,6 +149,8 @@ impl ComponentMetrics {
             unconfirmed: AtomicU64::new(0),
             buffer_bytes: AtomicU64::new(0),
             abandoned: AtomicU64::new(0),
+            dead_letters_deleted_size: AtomicU64::new(0),
+            dead_letters_deleted_age: AtomicU64::new(0),
             last_error: Mutex::new(None),
             errors: Mutex::new(Vec::new()),
         }
@@ -160,7 +174,14 @@ impl ComponentMetrics {
     }
 
     pub fn set_state(&self, s: State) {
-        self.state.store(s as u8, Relaxed);
+        if self.state.swap(s as u8, Relaxed) != s as u8 {
+            self.state_since.store(unix_millis(), Relaxed);
+        }
+    }
+
+    /// When the state last changed, in milliseconds since the Unix epoch.
+    pub fn state_since(&self) -> u64 {
+        self.state_since.load(Relaxed)
     }
 
     pub fn add_in(&self, events: usize) {
@@ -402,6 +423,17 @@ impl Registry {
                 }
             }
         }
+        let name = "hostwatch_dead_letters_deleted_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Dead letters deleted, by reason: `size` to keep the directory within `dead_letter.max_size`, `age` past `dead_letter.max_age`.\n# TYPE {name} counter"
+        );
+        for c in all.iter().filter(|c| c.kind == "sink") {
+            for (reason, v) in [("size", &c.dead_letters_deleted_size), ("age", &c.dead_letters_deleted_age)]
+            {
+                let _ = writeln!(out, "{name}{{{},reason=\"{reason}\"}} {}", labels(c), v.load(Relaxed));
+            }
+        }
         counter(
             &mut out,
             "hostwatch_events_dead_lettered_total",
@@ -462,7 +494,7 @@ impl Registry {
             "# HELP {name} 1 while a component runs (or retries), else 0.\n# TYPE {name} gauge"
         );
         for c in &all {
-            let up = matches!(c.state(), State::Running | State::Retrying) as u8;
+            let up = matches!(c.state(), State::Running | State::Retrying | State::AuthFailed) as u8;
             let _ = writeln!(out, "{name}{{{}}} {up}", labels(c));
         }
         let collectors: Vec<Collector> =
@@ -474,6 +506,10 @@ impl Registry {
         families.write(&mut out);
         out
     }
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn labels(c: &ComponentMetrics) -> String {

@@ -8,17 +8,20 @@
 
 pub mod amqp;
 pub mod console;
+pub mod dead_letter;
 pub mod file;
 pub mod http;
 pub mod kafka;
 pub mod mqtt;
 pub mod nats;
+pub mod redeliver;
 pub mod redis;
+mod throttle;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -33,6 +36,8 @@ use crate::event::encode::Codec;
 use crate::pipeline::channel::{Limits, Receiver};
 use crate::pipeline::metrics::{ComponentMetrics, DropReason, State};
 use crate::retry::{Backoff, RequestConfig, RequestSettings, SendError};
+use dead_letter::{DeadLetterConfig, DeadLetters};
+use throttle::Throttle;
 
 /// Every sink type, with its documented example.
 pub const TYPES: &[(&str, &str)] = &[
@@ -52,6 +57,7 @@ pub struct SinkConfig {
     pub batch: BatchConfig,
     pub buffer: BufferConfig,
     pub request: RequestConfig,
+    pub dead_letter: DeadLetterConfig,
     pub kind: SinkKind,
 }
 
@@ -75,6 +81,7 @@ impl SinkConfig {
         let batch = common("batch");
         let buffer = common("buffer");
         let request = common("request");
+        let dead_letter = common("dead_letter");
         fn part<T: serde::de::DeserializeOwned + Default>(
             n: &Option<Node>,
             key: &str,
@@ -99,6 +106,7 @@ impl SinkConfig {
             batch: part(&batch, "batch")?,
             buffer: part(&buffer, "buffer")?,
             request: part(&request, "request")?,
+            dead_letter: part(&dead_letter, "dead_letter")?,
             kind,
         }))
     }
@@ -127,9 +135,14 @@ impl SinkConfig {
             buffer: self.buffer.limits()?,
             disk: self.buffer.disk()?,
             request,
-            dead_letters: data_dir.join("dead").join(id),
+            dead_letters: DeadLetters::new(dead_letter_dir(data_dir, id), self.dead_letter.resolve()?),
         })
     }
+}
+
+/// Where the dead letters of sink `id` are kept.
+pub fn dead_letter_dir(data_dir: &Path, id: &str) -> std::path::PathBuf {
+    data_dir.join("dead").join(id)
 }
 
 /// Where a sink sends: one fixed place, or a template rendered per event
@@ -273,7 +286,18 @@ pub struct BuiltSink {
     /// A disk buffer behind the input channel.
     pub disk: Option<crate::buffer::DiskLimits>,
     request: RequestSettings,
-    dead_letters: PathBuf,
+    dead_letters: DeadLetters,
+}
+
+/// What the requests of one sink share: its settings, and how often it has
+/// already said that it is in trouble.
+struct Shared<'a> {
+    sink: &'a Sink,
+    request: RequestSettings,
+    metrics: &'a ComponentMetrics,
+    dead_letters: &'a DeadLetters,
+    auth: Throttle,
+    refused: Throttle,
 }
 
 // === the driver ===
@@ -283,8 +307,22 @@ impl BuiltSink {
     /// delivered or dead-lettered.
     pub async fn run(self, mut input: Receiver, metrics: Arc<ComponentMetrics>) -> Result<(), String> {
         let BuiltSink { sink, mut batcher, mut partitioner, request, dead_letters, .. } = self;
+        let shared = Shared {
+            sink: &sink,
+            request,
+            metrics: &metrics,
+            dead_letters: &dead_letters,
+            auth: Throttle::default(),
+            refused: Throttle::default(),
+        };
         let mut inflight = FuturesUnordered::new();
         let mut input_open = true;
+        // Letters that expired while the agent was stopped go now, and the
+        // rest as they expire.
+        dead_letters.enforce_in_background(&metrics, true).await;
+        let mut sweep = tokio::time::interval(dead_letters.sweep_interval());
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        sweep.reset();
         metrics.set_state(State::Running);
         // Say so at once if the destination is not there; the events wait.
         if let Err(e) = sink.healthcheck(Duration::from_secs(5)).await {
@@ -294,7 +332,7 @@ impl BuiltSink {
         loop {
             while inflight.len() < request.concurrency {
                 let Some(batch) = batcher.pop() else { break };
-                inflight.push(deliver(&sink, batch, &request, &metrics, &dead_letters));
+                inflight.push(deliver(&shared, batch));
             }
             if !input_open && batcher.is_empty() && inflight.is_empty() {
                 break;
@@ -315,6 +353,7 @@ impl BuiltSink {
                     }
                 },
                 _ = sleep_until(deadline), if deadline.is_some() => batcher.flush_due(Instant::now()),
+                _ = sweep.tick() => dead_letters.enforce_in_background(&metrics, true).await,
             }
         }
         metrics.set_state(State::Stopped);
@@ -330,13 +369,8 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 /// Sends one batch until it is delivered or refused for good, and settles
 /// its acknowledgements accordingly.
-async fn deliver(
-    sink: &Sink,
-    batch: EncodedBatch,
-    request: &RequestSettings,
-    metrics: &ComponentMetrics,
-    dead_letters: &Path,
-) {
+async fn deliver(shared: &Shared<'_>, batch: EncodedBatch) {
+    let Shared { sink, request, metrics, .. } = shared;
     let mut backoff = Backoff::new(request);
     let mut failures = 0u32;
     loop {
@@ -354,6 +388,9 @@ async fn deliver(
             Ok(()) => {
                 metrics.add_out(batch.events);
                 metrics.bytes_out.fetch_add(batch.body.len() as u64, Relaxed);
+                if shared.auth.recovered() {
+                    throttle::auth_recovered(&metrics.id);
+                }
                 if failures > 0 {
                     tracing::info!(component = %metrics.id, attempts = failures + 1, "delivered after retrying");
                     metrics.set_state(State::Running);
@@ -375,56 +412,36 @@ async fn deliver(
                 }
                 tokio::time::sleep(delay).await;
             }
+            // The batch is fine: it waits (and the sources with it) until
+            // the credentials are fixed.
+            Err(SendError::Auth(reason)) => {
+                failures += 1;
+                metrics.retries.fetch_add(1, Relaxed);
+                metrics.set_state(State::AuthFailed);
+                let delay = backoff.for_auth();
+                throttle::auth_failed(&metrics.id, shared.auth.failed(), batch.events, delay, &reason);
+                metrics.set_error(Some(reason));
+                tokio::time::sleep(delay).await;
+            }
             Err(SendError::Permanent(reason)) => {
                 metrics.add_dropped(DropReason::DeadLettered, batch.events);
-                match dead_letter(dead_letters, &batch, &reason).await {
-                    Ok(path) => tracing::error!(
-                        component = %metrics.id,
-                        events = batch.events,
-                        file = %path.display(),
-                        "refused for good, written to the dead-letter directory: {reason}"
-                    ),
-                    Err(e) => tracing::error!(
-                        component = %metrics.id,
-                        events = batch.events,
-                        "refused for good ({reason}), and could not be written to {}: {e}",
-                        dead_letters.display()
-                    ),
-                }
+                let written = shared
+                    .dead_letters
+                    .write(&batch, &reason, metrics)
+                    .await
+                    .map(|p| p.display().to_string())
+                    .map_err(|e| format!("{}: {e}", shared.dead_letters.dir.display()));
+                throttle::dead_lettered(
+                    &metrics.id,
+                    shared.refused.failed(),
+                    batch.events,
+                    &reason,
+                    &written,
+                );
                 metrics.set_error(Some(reason));
                 batch.acks.settle(BatchStatus::Rejected);
                 return;
             }
         }
     }
-}
-
-/// Writes a refused batch, as it was sent, to `dir/<time>-<n>.<ext>`, with
-/// `<same>.meta.json` saying why and how to read it.
-async fn dead_letter(dir: &Path, batch: &EncodedBatch, reason: &str) -> std::io::Result<PathBuf> {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    tokio::fs::create_dir_all(dir).await?;
-    let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
-    let base = match batch.content_type {
-        ct if ct.contains("ndjson") => "ndjson",
-        ct if ct.contains("json") => "json",
-        _ => "txt",
-    };
-    let ext = match batch.content_encoding {
-        Some("gzip") => format!("{base}.gz"),
-        Some("zstd") => format!("{base}.zst"),
-        _ => base.to_string(),
-    };
-    let name = format!("{millis}-{}", SEQ.fetch_add(1, Relaxed));
-    let body = dir.join(format!("{name}.{ext}"));
-    tokio::fs::write(&body, &batch.body).await?;
-    let meta = serde_json::json!({
-        "reason": reason,
-        "events": batch.events,
-        "content_type": batch.content_type,
-        "content_encoding": batch.content_encoding,
-        "destination": batch.partition,
-    });
-    tokio::fs::write(dir.join(format!("{name}.meta.json")), meta.to_string()).await?;
-    Ok(body)
 }

@@ -198,6 +198,8 @@ pub enum Mode {
     FailEvery(u64),
     /// 400 to every request.
     Refuse,
+    /// 401 to every request: the agent's credentials are wrong.
+    Unauthorized,
 }
 
 struct Shared {
@@ -489,6 +491,10 @@ async fn handle(req: Request<hyper::body::Incoming>, shared: &Shared) -> Respons
         Mode::Refuse => {
             shared.failed.fetch_add(1, Ordering::SeqCst);
             return reply(StatusCode::BAD_REQUEST);
+        }
+        Mode::Unauthorized => {
+            shared.failed.fetch_add(1, Ordering::SeqCst);
+            return reply(StatusCode::UNAUTHORIZED);
         }
         _ => {}
     }

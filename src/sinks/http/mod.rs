@@ -2,8 +2,9 @@
 //!
 //! 2xx is delivered; 408, 429 and 5xx (and a connection that fails or does
 //! not answer) are retried, after `Retry-After` when the server sends one;
-//! any other answer means the batch will never be accepted, and it goes to
-//! the dead-letter directory. Redirects are not followed: a POST that is
+//! 401, 403 and 407 refuse the agent's credentials, not the batch, and are
+//! retried until they are fixed; any other answer means the batch will never
+//! be accepted, and it goes to the dead-letter directory. Redirects are not followed: a POST that is
 //! redirected is a configuration mistake to see, not to paper over.
 
 use std::path::PathBuf;
@@ -233,7 +234,12 @@ impl Sink {
         } else {
             format!("{} answered {status}: {text}", self.url)
         };
-        if status.as_u16() == 408 || status.as_u16() == 429 || status.is_server_error() {
+        if matches!(status.as_u16(), 401 | 403 | 407) {
+            Err(SendError::Auth(format!(
+                "the endpoint refused the agent's credentials ({}): check the sink's auth/headers; {reason}",
+                status.as_u16()
+            )))
+        } else if status.as_u16() == 408 || status.as_u16() == 429 || status.is_server_error() {
             Err(SendError::Retry { after: retry_after, reason })
         } else {
             Err(SendError::Permanent(reason))

@@ -70,6 +70,8 @@ pub struct Sink {
     waiters: Arc<Mutex<Waiters>>,
     /// Whether the event loop is connected, for the health check.
     connected: Arc<std::sync::atomic::AtomicBool>,
+    /// Why the event loop could not connect, while it cannot.
+    connect_error: Arc<Mutex<String>>,
     /// Publishes happen one batch at a time, so that packet ids and waiters
     /// stay in the same order.
     publishing: tokio::sync::Mutex<()>,
@@ -113,6 +115,7 @@ pub fn build(config: &Config, id: &str) -> Result<(super::Sink, Parts), BuildErr
         client: tokio::sync::OnceCell::new(),
         waiters: Default::default(),
         connected: Default::default(),
+        connect_error: Default::default(),
         publishing: tokio::sync::Mutex::new(()),
     };
     // One batch in flight: the one client publishes a batch at a time
@@ -140,6 +143,7 @@ impl Sink {
                 let (client, mut eventloop) = AsyncClient::new(self.options.clone(), 1000);
                 let waiters = self.waiters.clone();
                 let connected = self.connected.clone();
+                let connect_error = self.connect_error.clone();
                 tokio::spawn(async move {
                     let mut last_error = String::new();
                     loop {
@@ -147,6 +151,7 @@ impl Sink {
                             Ok(event) => {
                                 if matches!(event, Event::Incoming(Packet::ConnAck(_))) {
                                     connected.store(true, std::sync::atomic::Ordering::Relaxed);
+                                    connect_error.lock().unwrap_or_else(|e| e.into_inner()).clear();
                                     if !last_error.is_empty() {
                                         tracing::info!("MQTT broker reachable again");
                                         last_error.clear();
@@ -157,6 +162,7 @@ impl Sink {
                             Err(e) => {
                                 connected.store(false, std::sync::atomic::Ordering::Relaxed);
                                 let e = e.to_string();
+                                connect_error.lock().unwrap_or_else(|e| e.into_inner()).clone_from(&e);
                                 if e != last_error {
                                     tracing::warn!("MQTT connection: {e}; reconnecting");
                                     last_error = e;
@@ -174,6 +180,14 @@ impl Sink {
     pub async fn send(&self, batch: &EncodedBatch, metrics: &ComponentMetrics) -> Result<(), SendError> {
         let topic = self.destination.of(batch)?;
         let client = self.client().await;
+        if !self.connected.load(std::sync::atomic::Ordering::Relaxed) {
+            // Refused credentials are known before anything is published;
+            // other connection troubles wait for the publishes' answers.
+            let error = self.connect_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let auth @ SendError::Auth(_) = SendError::retry(format!("cannot connect to MQTT: {error}")) {
+                return Err(auth);
+            }
+        }
         let mut pending = Vec::with_capacity(batch.events);
         {
             let _order = self.publishing.lock().await;

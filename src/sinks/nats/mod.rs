@@ -46,6 +46,8 @@ fn yes() -> bool {
 pub struct Sink {
     url: String,
     client: tokio::sync::OnceCell<async_nats::Client>,
+    /// Why the client could not connect, while it cannot.
+    connect_error: std::sync::Arc<std::sync::Mutex<String>>,
     destination: super::Destination,
     jetstream: bool,
     mode: Mode,
@@ -63,6 +65,7 @@ pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
     let sink = Sink {
         url: config.url.value.clone(),
         client: tokio::sync::OnceCell::new(),
+        connect_error: Default::default(),
         destination,
         jetstream: config.jetstream,
         mode: config.mode,
@@ -85,14 +88,28 @@ impl Sink {
                 // Connects in the background and reconnects by itself; a
                 // server that is down at start is not an error.
                 let url = crate::util::redact::redact_url(&self.url).into_owned();
+                let connect_error = self.connect_error.clone();
                 async_nats::ConnectOptions::new()
                     .retry_on_initial_connect()
                     // Said once per change, not at every reconnect attempt.
                     .event_callback(move |event| {
                         let url = url.clone();
+                        let connect_error = connect_error.clone();
                         async move {
                             match event {
-                                async_nats::Event::Connected => tracing::info!("connected to NATS at {url}"),
+                                async_nats::Event::Connected => {
+                                    connect_error.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                                    tracing::info!("connected to NATS at {url}")
+                                }
+                                // A failed connection attempt, e.g. refused credentials.
+                                async_nats::Event::ClientError(e) => {
+                                    let e = e.to_string();
+                                    let mut last = connect_error.lock().unwrap_or_else(|e| e.into_inner());
+                                    if *last != e {
+                                        tracing::warn!("cannot connect to NATS at {url}: {e}; retrying");
+                                        *last = e;
+                                    }
+                                }
                                 async_nats::Event::Disconnected => {
                                     tracing::warn!("lost the connection to NATS at {url}; reconnecting")
                                 }
@@ -129,6 +146,14 @@ impl Sink {
         // Made once: each message then clones a reference, not the text.
         let subject = async_nats::Subject::from(self.destination.of(batch)?);
         let client = self.client().await.map_err(SendError::retry)?;
+        if client.connection_state() != async_nats::connection::State::Connected {
+            // Refused credentials are known before anything is published;
+            // other connection troubles wait for the publishes' answers.
+            let error = self.connect_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let auth @ SendError::Auth(_) = SendError::retry(format!("cannot connect to NATS: {error}")) {
+                return Err(auth);
+            }
+        }
         if !self.jetstream {
             for m in batch.messages() {
                 client
