@@ -5,10 +5,9 @@
 //! What the capture missed is never guessed: a loss inside a body of known
 //! length is counted as body and the transaction is reported with
 //! `gap: true`; a loss anywhere else stops the parse of that direction
-//! until a segment starts with a message head again. A response is never
-//! paired with a request the server had not received when it answered (its
-//! acknowledgement number tells), so a lost request cannot shift the
-//! pairing of those after it.
+//! until a segment starts with a message head again. Which request a
+//! response answers is `exchange`'s to prove from sequence numbers; where
+//! it cannot, the request is reported with `gap: true` and no status.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
