@@ -61,8 +61,8 @@ pub struct Config {
     pub max_buffered_bytes: crate::config::ByteSize,
     /// Sniff: the size of the capture ring the kernel fills (in blocks of
     /// 1 MiB), memory the kernel holds for as long as the source runs. The
-    /// default kept drops at none at about 20,000 requests/s on two cores
-    /// (4MiB lost 0.6 % of packets); raise it if
+    /// default dropped no packet of about 15,000 requests/s on two shared
+    /// cores (4MiB dropped 0.09 %); raise it if
     /// `hostwatch_http_capture_kernel_drops_total` grows (drops are also
     /// logged, at most once a minute). Default: `64MiB`.
     #[serde(default = "default_ring_size")]
