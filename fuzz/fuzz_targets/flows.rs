@@ -8,6 +8,12 @@
 //! bounded: a `Flood` op sends megabytes ahead of a hole, which the memory
 //! limits (`max_flow_bytes`, `max_buffered_bytes`) must keep from being
 //! held.
+//!
+//! Then a conversation on a fourth connection, consistent this time (one
+//! after another or pipelined, every response true to its request) with
+//! segments chosen by the input never captured: every transaction reported
+//! with a status has its own request's status, and its size unless marked
+//! `gap` or `error` — never another request's answer.
 #![no_main]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -142,6 +148,33 @@ struct Input {
     max_buffered_bytes: u16,
     isn: [u32; 6],
     ops: Vec<Op>,
+    conversation: Conversation,
+}
+
+/// One request and its response, and which of their segments are lost.
+#[derive(Arbitrary, Debug)]
+struct Exchange {
+    post: u8,
+    status: u8,
+    body: u8,
+    chunked: bool,
+    /// Where the request and the response are cut into segments.
+    request_cut: u8,
+    response_pieces: u8,
+    /// Bit 0: the request's first segment, 1: its second, 2..: response
+    /// segments, 15: the client's acknowledgement after the response.
+    lost: u16,
+}
+
+#[derive(Arbitrary, Debug)]
+struct Conversation {
+    isn: [u32; 2],
+    /// Requests sent before their responses (0 or 1: one at a time).
+    pipeline: u8,
+    exchanges: Vec<Exchange>,
+    /// 0: FIN both ways, 1: reset by the client, else left open; bit 7:
+    /// the first of those segments lost.
+    close: u8,
 }
 
 fn payload<'a>(p: &'a Payload, scratch: &'a mut Vec<u8>) -> &'a [u8] {
@@ -260,4 +293,126 @@ fuzz_target!(|input: Input| {
     let mut out = Vec::new();
     flows.sweep(time + 1_000_000_000, &mut out);
     assert_eq!(flows.count(), 0, "flows left after they all went idle");
+    conversation(&input.conversation, time + 2_000_000_000);
 });
+
+/// A connection written segment by segment, some segments not captured.
+struct Wire {
+    flows: Flows,
+    client: SocketAddr,
+    server: SocketAddr,
+    next: [u32; 2],
+    time: i64,
+    out: Vec<hostwatch::event::Map>,
+}
+
+impl Wire {
+    fn send(&mut self, from_server: bool, flags: u8, payload: &[u8], captured: bool) {
+        let dir = from_server as usize;
+        let seq = self.next[dir];
+        self.next[dir] =
+            seq.wrapping_add(payload.len() as u32).wrapping_add(u32::from(flags & (SYN | FIN) != 0));
+        self.time += 1000;
+        if captured {
+            let (src, dst) = if from_server { (self.server, self.client) } else { (self.client, self.server) };
+            let flags = if flags == SYN { SYN } else { flags | ACK };
+            let ack = self.next[1 - dir];
+            let s = Segment { time: self.time, src, dst, seq, ack, flags, payload, cut: 0 };
+            self.flows.segment(&s, &mut self.out);
+        }
+    }
+}
+
+fn conversation(c: &Conversation, time: i64) {
+    use hostwatch::event::Value;
+    let limits = Limits { max_flows: 4, max_flow_bytes: 1 << 16, max_buffered_bytes: 1 << 20 };
+    let mut w = Wire {
+        flows: Flows::new(vec![80], Arc::new(Recording::default()), limits),
+        client: "127.0.0.1:40003".parse().unwrap(),
+        server: "127.0.0.1:80".parse().unwrap(),
+        next: c.isn,
+        time,
+        out: Vec::new(),
+    };
+    w.send(false, SYN, b"", true);
+    w.send(true, SYN | ACK, b"", true);
+    let exchanges = &c.exchanges[..c.exchanges.len().min(64)];
+    // (status, response bytes, whether any of the response was lost)
+    let mut truth = Vec::new();
+    let batch = (c.pipeline as usize % 4).max(1);
+    for (b, group) in exchanges.chunks(batch).enumerate() {
+        for (i, e) in group.iter().enumerate() {
+            let k = b * batch + i;
+            let req = if e.post % 2 == 1 {
+                let body = "b".repeat(e.post as usize);
+                format!("POST /r{k} HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+            } else {
+                format!("GET /r{k} HTTP/1.1\r\nHost: x\r\n\r\n")
+            };
+            let req = req.as_bytes();
+            let cut = (e.request_cut as usize % req.len()).max(1);
+            w.send(false, 0, &req[..cut], e.lost & 1 == 0);
+            w.send(false, 0, &req[cut..], e.lost & 2 == 0);
+        }
+        for (i, e) in group.iter().enumerate() {
+            let k = b * batch + i;
+            let status = [200u16, 201, 301, 404, 500][e.status as usize % 5];
+            let body = vec![b'x'; 7 * k + e.body as usize % 7];
+            let mut res = if e.chunked {
+                format!("HTTP/1.1 {status} S\r\nTransfer-Encoding: chunked\r\n\r\n").into_bytes()
+            } else {
+                format!("HTTP/1.1 {status} S\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes()
+            };
+            let head = res.len();
+            if e.chunked {
+                for part in body.chunks(5) {
+                    res.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+                    res.extend_from_slice(part);
+                    res.extend_from_slice(b"\r\n");
+                }
+                res.extend_from_slice(b"0\r\n\r\n");
+            } else {
+                res.extend_from_slice(&body);
+            }
+            let pieces = (e.response_pieces as usize % 6).max(1);
+            let size = res.len().div_ceil(pieces);
+            let mut any_lost = false;
+            for (p, piece) in res.chunks(size).enumerate() {
+                let lost = e.lost & (1 << (2 + p)) != 0;
+                any_lost |= lost;
+                w.send(true, 0, piece, !lost);
+            }
+            w.send(false, 0, b"", e.lost & (1 << 15) == 0);
+            truth.push((status, (head + body.len()) as u64, any_lost));
+        }
+    }
+    let first_captured = c.close & 0x80 == 0;
+    match c.close % 3 {
+        0 => {
+            w.send(true, FIN, b"", first_captured);
+            w.send(false, FIN, b"", true);
+        }
+        1 => w.send(false, RST, b"", first_captured),
+        _ => w.send(false, 0, b"", true),
+    }
+    w.flows.sweep(w.time + 1_000_000_000, &mut w.out);
+    let mut seen = vec![false; truth.len()];
+    for t in &w.out {
+        let Some(Value::Str(path)) = t.get("path") else { panic!("no path: {t:?}") };
+        let k: usize = path[2..].parse().unwrap();
+        assert!(!seen[k], "{path} reported twice");
+        seen[k] = true;
+        let (status, bytes, lost) = truth[k];
+        let gap = t.get("gap") == Some(&Value::Bool(true));
+        let error = t.get("error").is_some();
+        match t.get("status") {
+            Some(Value::Null) | None => assert!(!lost || gap, "a lost answer reported as none: {t:?}"),
+            Some(s) => {
+                assert_eq!(*s, Value::from(u64::from(status)), "another request's answer: {t:?}");
+                if !gap && !error {
+                    assert_eq!(t.get("response_bytes"), Some(&Value::from(bytes)), "{t:?}");
+                }
+            }
+        }
+    }
+}

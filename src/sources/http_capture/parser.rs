@@ -119,6 +119,30 @@ impl Parser {
         true
     }
 
+    /// The body bytes of the current message so far.
+    pub fn body_so_far(&self) -> u64 {
+        self.body
+    }
+
+    /// Body bytes left in a message framed by Content-Length, if that is
+    /// where the parser is: a loss longer than this ended the message.
+    pub fn length_left(&self) -> Option<u64> {
+        match self.state {
+            State::Length(left) => Some(left),
+            _ => None,
+        }
+    }
+
+    /// Frames the body of the response head just returned as an answer to
+    /// a request of this kind (a caller that pairs responses itself).
+    pub fn reframe(&mut self, head: &Head, expect: Expect) -> Result<(), String> {
+        self.expect.clear();
+        self.expect.push_back(expect);
+        self.state = self.framing(head)?;
+        self.expect.clear();
+        Ok(())
+    }
+
     /// Starts over at a message head (after a loss, once a head is found).
     pub fn reset(&mut self) {
         if self.state != State::Upgraded {

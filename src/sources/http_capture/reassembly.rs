@@ -33,6 +33,10 @@ pub struct Reassembler {
     held: Vec<Held>,
     held_bytes: usize,
     max_held: usize,
+    /// The sequence number of a FIN seen before the bytes ahead of it: the
+    /// stream ends there, so what is missing before it is a hole even with
+    /// nothing held after it.
+    fin_at: Option<u32>,
 }
 
 /// How far `seq` lies after `base` (negative: before), modulo 2³².
@@ -43,7 +47,7 @@ fn distance(seq: u32, base: u32) -> i64 {
 impl Reassembler {
     /// `max_held`: the most bytes held ahead of a hole.
     pub fn new(max_held: usize) -> Self {
-        Reassembler { next: None, held: Vec::new(), held_bytes: 0, max_held }
+        Reassembler { next: None, held: Vec::new(), held_bytes: 0, max_held, fin_at: None }
     }
 
     /// The sequence number of the next byte expected, once known.
@@ -69,6 +73,18 @@ impl Reassembler {
     pub fn fin(&mut self, end: u32) {
         if self.next == Some(end) {
             self.next = Some(end.wrapping_add(1));
+        } else if self.next.is_some_and(|next| distance(end, next) > 0) {
+            self.fin_at = Some(end);
+        }
+    }
+
+    /// Once the stream reaches a FIN seen early, the FIN is taken.
+    fn reach_fin(&mut self) {
+        if let (Some(next), Some(fin)) = (self.next, self.fin_at)
+            && next == fin
+        {
+            self.next = Some(fin.wrapping_add(1));
+            self.fin_at = None;
         }
     }
 
@@ -105,13 +121,20 @@ impl Reassembler {
         if d <= 0 {
             return;
         }
-        // The hole reaches up to `ack`, or to the first held segment.
-        let to = match self.held.first() {
+        // The hole reaches up to `ack`, or to the first held segment, or to
+        // the FIN (which is no data).
+        let mut to = match self.held.first() {
             Some(h) if distance(h.seq, next) < d => distance(h.seq, next),
             _ => d,
         };
-        out(Chunk::Gap(to as u64));
-        self.next = Some(next.wrapping_add(to as u32));
+        if let Some(fin) = self.fin_at {
+            to = to.min(distance(fin, next));
+        }
+        if to > 0 {
+            out(Chunk::Gap(to as u64));
+            self.next = Some(next.wrapping_add(to as u32));
+        }
+        self.reach_fin();
         self.drain(out);
     }
 
@@ -121,12 +144,21 @@ impl Reassembler {
         while !self.held.is_empty() {
             self.give_up_hole(out);
         }
+        if let (Some(next), Some(fin)) = (self.next, self.fin_at) {
+            let d = distance(fin, next);
+            if d > 0 {
+                out(Chunk::Gap(d as u64));
+                self.next = Some(fin);
+            }
+            self.reach_fin();
+        }
     }
 
     fn deliver(&mut self, bytes: &[u8], ack: u32, time: i64, out: &mut impl FnMut(Chunk)) {
         let Some(next) = self.next.as_mut() else { return };
         let seq = *next;
         *next = next.wrapping_add(bytes.len() as u32);
+        self.reach_fin();
         out(Chunk::Data { bytes, seq, ack, time });
     }
 

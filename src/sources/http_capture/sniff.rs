@@ -340,6 +340,31 @@ impl Drop for Ring {
     }
 }
 
+// === drops ===
+
+/// Packets the kernel dropped, told to the operator at most once a
+/// minute: each warning counts the drops since the one before.
+#[derive(Default)]
+pub struct DropWarning {
+    last: Option<std::time::Instant>,
+    pending: u64,
+}
+
+impl DropWarning {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+    /// `drops` more were counted at `now`: the number to warn of, if a
+    /// warning is due.
+    pub fn note(&mut self, drops: u64, now: std::time::Instant) -> Option<u64> {
+        self.pending += drops;
+        if self.pending == 0 || self.last.is_some_and(|t| now.duration_since(t) < Self::EVERY) {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.pending))
+    }
+}
+
 // === packets ===
 
 fn be16(b: &[u8], at: usize) -> u16 {
@@ -408,6 +433,21 @@ pub fn decode<'a>(p: &Packet<'a>) -> Option<Segment<'a>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drops_are_told_at_most_once_a_minute_with_their_count() {
+        let t0 = std::time::Instant::now();
+        let at = |s: u64| t0 + std::time::Duration::from_secs(s);
+        let mut w = DropWarning::default();
+        assert_eq!(w.note(0, at(0)), None);
+        assert_eq!(w.note(5, at(1)), Some(5));
+        assert_eq!(w.note(7, at(2)), None);
+        assert_eq!(w.note(0, at(30)), None);
+        assert_eq!(w.note(1, at(60)), None);
+        assert_eq!(w.note(0, at(61)), Some(8));
+        assert_eq!(w.note(0, at(200)), None);
+        assert_eq!(w.note(2, at(201)), Some(2));
+    }
 
     #[test]
     fn the_filter_assembles_and_reports_too_many_ports() {
