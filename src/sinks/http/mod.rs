@@ -165,9 +165,9 @@ pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
         },
         // One request per event: each batch sends its events one after the
         // other, and `concurrency` batches are sent at once, so that many
-        // requests are in flight. Batches are smaller than for one request
-        // each: a batch is acknowledged when its last event is delivered, and
-        // what the batches in flight hold stays small.
+        // requests are in flight. Batches are smaller than with the batch
+        // encodings: a batch is acknowledged when its last event is
+        // delivered, and what the batches in flight hold stays small.
         Some(mode) => Parts {
             codec,
             compression: config.compression,
