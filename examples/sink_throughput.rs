@@ -5,7 +5,7 @@
 //! port, so that a million messages do not stay in the shared one).
 //!
 //! cargo build --release && cargo run --release --example sink_throughput -- \
-//!     --events 1000000 [kafka amqp nats mqtt redis http-none]
+//!     --events 1000000 [kafka amqp nats mqtt redis http-structured http-binary]
 
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,8 @@ async fn main() {
     println!("|---|---|---|---|---|---|");
     for sink in sinks {
         let (yaml, cleanup) = prepare(&sink).await;
-        let (seconds, rss, cpu) = run(events, &yaml);
+        // The runtime's other workers keep serving the http receiver.
+        let (seconds, rss, cpu) = tokio::task::block_in_place(|| run(events, &yaml));
         cleanup.await;
         println!(
             "| {sink} | {events} | {seconds:.2} | {:.0} | {:.1} | {cpu:.2} |",
@@ -130,7 +131,37 @@ async fn prepare(sink: &str) -> (String, Cleanup) {
                 let _: Result<(), _> = redis::cmd("DEL").arg("hwbench").query_async(&mut conn).await;
             }),
         ),
-        other => panic!("unknown sink {other}: kafka, amqp, nats, mqtt or redis"),
+        // The http sink's single-event encodings, to a local hyper server
+        // that reads each request and answers 200.
+        "http-structured" | "http-binary" => {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let server = tokio::spawn(async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else { continue };
+                    tokio::spawn(async move {
+                        let service =
+                            hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                                use http_body_util::BodyExt as _;
+                                let _ = req.into_body().collect().await;
+                                let empty = http_body_util::Full::new(bytes::Bytes::new());
+                                Ok::<_, std::convert::Infallible>(hyper::Response::new(empty))
+                            });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            });
+            let encoding = &sink["http-".len()..];
+            (
+                format!(
+                    "  out:\n    type: http\n    inputs: [gen]\n    url: http://127.0.0.1:{port}/\n    encoding: {encoding}\n"
+                ),
+                Box::pin(async move { server.abort() }),
+            )
+        }
+        other => panic!("unknown sink {other}: kafka, amqp, nats, mqtt, redis, http-structured or http-binary"),
     }
 }
 

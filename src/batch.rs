@@ -7,6 +7,8 @@
 //! and handed to the sink. Sinks that write to several destinations (a file
 //! path with `{type}` in it) keep one open batch per destination.
 
+mod each;
+
 use std::collections::VecDeque;
 use std::io::Write as _;
 use std::time::Duration;
@@ -294,10 +296,8 @@ impl Messages {
         match framing.mode {
             Mode::Structured => encoder.structured(event, body),
             Mode::Binary => {
-                if !matches!(event.data, Value::Null) {
-                    encode::write_value(body, &event.data);
-                }
-                self.binary_attributes(event);
+                let base64_data = binary_data(event, body);
+                self.binary_attributes(event, base64_data);
             }
         }
         let key = framing.key.as_ref().and_then(|path| {
@@ -309,7 +309,8 @@ impl Messages {
         self.items.push(Item { value_end: body.len() as u32, key, attrs_end: self.attrs.len() as u32 });
     }
 
-    fn binary_attributes(&mut self, e: &Event) {
+    /// `base64_data`: the event's `data_base64` went into the body, decoded.
+    fn binary_attributes(&mut self, e: &Event, base64_data: bool) {
         // The id and time are formatted as bytes; one buffer serves every event.
         let mut scratch = std::mem::take(&mut self.scratch);
         self.attr("specversion", |t| t.push_str("1.0"));
@@ -337,12 +338,70 @@ impl Messages {
             self.attr("datacontenttype", |t| t.push_str("application/json"));
         }
         for (k, v) in e.attrs.iter() {
+            if base64_data && k.as_str() == "data_base64" {
+                continue;
+            }
             self.attr(k, |t| match v {
                 Value::Str(s) => t.push_str(s),
                 other => t.push_str(&serde_json::to_string(other).unwrap_or_default()),
             });
         }
     }
+}
+
+/// Writes a binary-mode message's body: the event's data as its
+/// `datacontenttype` says, so JSON data as JSON, text as the text itself,
+/// and `data_base64` as the bytes it stands for. Returns whether the body
+/// holds `data_base64`'s bytes.
+fn binary_data(event: &Event, body: &mut Vec<u8>) -> bool {
+    let json = match event.attrs.get("datacontenttype") {
+        Some(Value::Str(ct)) => {
+            let ct = ct.split(';').next().unwrap_or_default().trim();
+            ct.eq_ignore_ascii_case("application/json") || ct.ends_with("+json")
+        }
+        _ => true,
+    };
+    match (&event.data, event.attrs.get("data_base64")) {
+        (Value::Null, Some(Value::Str(b64))) => {
+            use base64::Engine as _;
+            let before = body.len();
+            let ok = base64::engine::general_purpose::STANDARD.decode_vec(b64.as_bytes(), body).is_ok();
+            if !ok {
+                // Not base64 after all: it stays an attribute.
+                body.truncate(before);
+            }
+            ok
+        }
+        (Value::Null, _) => false,
+        (Value::Str(text), _) if !json => {
+            body.extend_from_slice(text.as_bytes());
+            false
+        }
+        (data, _) => {
+            encode::write_value(body, data);
+            false
+        }
+    }
+}
+
+/// Compresses each message of a batch on its own; the messages' ends move
+/// to where they lie in the new body.
+fn compress_each(each: &mut each::EachCompressor, m: &mut Messages, body: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(body.len() / 2 + 64);
+    let mut ends = Vec::with_capacity(m.items.len());
+    let mut start = 0usize;
+    for item in &m.items {
+        let end = item.value_end as usize;
+        each.compress(&body[start..end], &mut out)?;
+        start = end;
+        ends.push(out.len() as u32);
+    }
+    // Only now: a failure above leaves the messages as they were, so that
+    // the batch can go out uncompressed.
+    for (item, end) in m.items.iter_mut().zip(ends) {
+        item.value_end = end;
+    }
+    Ok(out)
 }
 
 /// Renders the destination of an event into the string it is given.
@@ -376,6 +435,8 @@ pub struct Batcher {
     /// Set for sinks that publish each event on its own.
     framing: Option<Framing>,
     compress: Compress,
+    /// Compresses each message on its own, when they are to be compressed.
+    each: Option<each::EachCompressor>,
 }
 
 /// The most destinations with a batch open at once; past it the oldest is sent.
@@ -394,14 +455,18 @@ impl Batcher {
             typical: 64 << 10,
             framing: None,
             compress: Compression::compress,
+            each: None,
         }
     }
 
-    /// Frames each event as a message of its own (no batch framing, no
-    /// compression: the broker's client does that).
+    /// Frames each event as a message of its own, without batch framing.
+    /// With compression, each message is compressed on its own (broker
+    /// sinks ask for none: their clients compress).
     pub fn with_messages(mut self, framing: Framing) -> Self {
         self.framing = Some(framing);
-        self.compression = Compression::None;
+        if self.compression != Compression::None {
+            self.each = Some(each::EachCompressor::new(self.compression));
+        }
         self
     }
 
@@ -509,7 +574,18 @@ impl Batcher {
         }
         let uncompressed_bytes = body.len();
         self.typical = (self.typical * 7 + uncompressed_bytes) / 8;
-        let (body, content_encoding) = compressed(self.compression, body, self.compress);
+        let mut messages = open.messages;
+        let (body, content_encoding) = match (messages.as_mut(), self.each.as_mut()) {
+            (Some(m), Some(each)) => match compress_each(each, m, &body) {
+                Ok(c) => (c, self.compression.content_encoding()),
+                Err(e) => {
+                    tracing::error!(error = %e, "compression failed; sending the batch uncompressed");
+                    (body, None)
+                }
+            },
+            (Some(_), None) => (body, None),
+            (None, _) => compressed(self.compression, body, self.compress),
+        };
         self.ready.push_back(EncodedBatch {
             body: Bytes::from(body),
             events: open.events,
@@ -518,7 +594,7 @@ impl Batcher {
             content_type: self.encoder.codec().content_type(),
             content_encoding,
             acks: open.acks,
-            messages: open.messages,
+            messages,
             confirmed: Default::default(),
         });
     }
@@ -615,7 +691,18 @@ mod tests {
         b.push(batch(0..3).0, None);
         b.flush_all();
         let out = b.pop().unwrap();
-        assert_eq!(out.content_encoding, None, "brokers compress on their own");
+        assert_eq!(out.content_encoding, Some("zstd"), "each message compressed on its own");
+        let msgs: Vec<_> = out.messages().collect();
+        for (n, m) in msgs.iter().enumerate() {
+            assert_eq!(zstd::decode_all(m.value).unwrap(), format!("{{\"n\":{n}}}").as_bytes());
+        }
+        let framing = Framing { mode: Mode::Binary, key: Some(FieldPath::parse("data.n").unwrap()) };
+        let mut b =
+            Batcher::new(BatchLimits::DEFAULT, Codec::Ndjson, Compression::None).with_messages(framing);
+        b.push(batch(0..3).0, None);
+        b.flush_all();
+        let out = b.pop().unwrap();
+        assert_eq!(out.content_encoding, None);
         let msgs: Vec<_> = out.messages().collect();
         assert_eq!(msgs.len(), 3);
         for (n, m) in msgs.iter().enumerate() {

@@ -24,7 +24,9 @@ pub struct RequestConfig {
     #[serde(default)]
     pub timeout: Option<ConfigDuration>,
     /// Requests in flight at once. Default: `4` for network sinks, `1` for
-    /// sinks that write in order (console, file).
+    /// sinks that write in order (console, file). The http sink's
+    /// single-event encodings send the events of a batch one after the other
+    /// and this many batches at once; their default is `32`.
     #[serde(default)]
     pub concurrency: Option<usize>,
     /// The first delay before a retry; it doubles each time, with jitter. Default: `200ms`.

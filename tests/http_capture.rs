@@ -359,3 +359,90 @@ fn proxy_passes_an_upgraded_connection_through() {
 fn sniff_reports_an_upgrade_and_ignores_what_follows() {
     upgrade_then_echo(false);
 }
+
+/// A proxy in front of the test service on `upstream` (as written in the
+/// config), recording to a file; returns the agent and its port.
+fn proxy_to(upstream: &str) -> (Agent, u16) {
+    let port = free_port();
+    let mut agent = Agent::start(&format!(
+        "data_dir: {{data_dir}}\nsources:\n  web:\n    type: http_capture\n    mode: proxy\n    listen: \"127.0.0.1:{port}\"\n    upstream: \"{upstream}\"\n{RECORDING}"
+    ));
+    agent.wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
+    (agent, port)
+}
+
+/// `upstream` as nginx's `proxy_pass` writes it; a keep-alive request sent
+/// after the connection sat idle is timed from its first byte, not from the
+/// start of the wait; proxied events carry `gap` like sniffed ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_takes_an_http_url_and_times_requests_from_their_first_byte() {
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    tokio::spawn(serve(upstream, true));
+    let (agent, port) = proxy_to(&format!("http://{upstream_addr}"));
+    // Python's http.client: one connection, two requests, 2 s of idle between.
+    let script = format!(
+        "import http.client, time\n\
+         c = http.client.HTTPConnection('127.0.0.1', {port})\n\
+         for path in ('/ok?first', '/ok?after-idle'):\n    \
+             c.request('GET', path)\n    \
+             r = c.getresponse()\n    \
+             assert r.status == 200, r.status\n    \
+             r.read()\n    \
+             if path == '/ok?first': time.sleep(2)\n\
+         c.close()\n"
+    );
+    let out = tokio::process::Command::new("python3").args(["-c", &script]).output().await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let events =
+        tokio::task::spawn_blocking(move || wait_for(&agent, 2, Duration::from_secs(20))).await.unwrap();
+    for e in &events {
+        assert_eq!(e["data"]["status"], 200, "{e}");
+        assert_eq!(e["data"]["gap"], false, "{e}");
+        assert_eq!(e["data"]["server_port"], upstream_addr.port() as u64, "{e}");
+    }
+    let idle = events.iter().find(|e| e["data"]["query"] == "after-idle").unwrap();
+    // The service answers at once: the 2 s the connection sat idle before
+    // the request are not part of it.
+    let ms = idle["data"]["duration_ms"].as_f64().unwrap();
+    assert!(ms < 1000.0, "{idle}");
+}
+
+/// An upstream that does not answer: the client gets 502, and the request
+/// is recorded with that status and the reason.
+#[test]
+fn proxy_records_a_502_when_the_upstream_cannot_be_reached() {
+    let down = free_port();
+    let (agent, port) = proxy_to(&format!("127.0.0.1:{down}"));
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("http://127.0.0.1:{port}/orders?id=7"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "502");
+    let events = wait_for(&agent, 1, Duration::from_secs(20));
+    let d = &events[0]["data"];
+    assert_eq!(d["status"], 502, "{d}");
+    assert_eq!(d["method"], "GET");
+    assert_eq!(d["path"], "/orders");
+    assert_eq!(d["gap"], false);
+    let error = d["error"].as_str().unwrap();
+    assert!(error.contains(&format!("cannot reach the upstream 127.0.0.1:{down}")), "{d}");
+    assert!(error.contains("refused"), "{d}");
+}
+
+/// Only plain HTTP goes upstream: another scheme is refused by `validate`,
+/// with the line and column of the value.
+#[test]
+fn proxy_upstream_of_another_scheme_is_refused() {
+    let (code, stderr) = common::validate(
+        "sources:\n  web:\n    type: http_capture\n    mode: proxy\n    listen: 127.0.0.1:8081\n    upstream: https://127.0.0.1:8443\nsinks:\n  out:\n    type: console\n    inputs: [web]\n",
+    );
+    assert_eq!(code, 78, "{stderr}");
+    assert!(stderr.contains("agent.yaml:6:15: error: sources.web"), "{stderr}");
+    assert!(stderr.contains("not `https://`"), "{stderr}");
+    let (code, stderr) = common::validate(
+        "sources:\n  web:\n    type: http_capture\n    mode: proxy\n    listen: 127.0.0.1:8081\n    upstream: http://127.0.0.1:8080\nsinks:\n  out:\n    type: console\n    inputs: [web]\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
+}

@@ -1,4 +1,6 @@
-//! `http`: batches POSTed to an HTTP endpoint.
+//! `http`: batches POSTed to an HTTP endpoint, or, with the single-event
+//! encodings of the CloudEvents HTTP binding (`structured`, `binary`), each
+//! event as a request of its own (`single`).
 //!
 //! 2xx is delivered; 408, 429 and 5xx (and a connection that fails or does
 //! not answer) are retried, after `Retry-After` when the server sends one;
@@ -15,8 +17,10 @@ use indexmap::IndexMap;
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
+mod single;
+
 use super::Parts;
-use crate::batch::{BatchLimits, Compression, EncodedBatch};
+use crate::batch::{BatchLimits, Compression, EncodedBatch, Framing, Mode};
 use crate::config::{BuildError, Spanned};
 use crate::event::encode::Codec;
 use crate::retry::SendError;
@@ -29,7 +33,11 @@ pub struct Config {
     pub url: Spanned<String>,
     /// `ndjson` (one CloudEvent a line), `json` (a JSON array of CloudEvents)
     /// or `cloudevents_batch` (the same array, as
-    /// `application/cloudevents-batch+json`). Default: `ndjson`.
+    /// `application/cloudevents-batch+json`); or one event per request as the
+    /// CloudEvents HTTP binding has it: `structured` (the event as
+    /// `application/cloudevents+json`) or `binary` (`ce-*` headers, the data
+    /// as the body with its `datacontenttype` as `Content-Type`). Default:
+    /// `ndjson`.
     #[serde(default)]
     pub encoding: Encoding,
     /// `none`, `gzip` or `zstd`, sent as `Content-Encoding`. Default: `none`.
@@ -53,6 +61,8 @@ pub enum Encoding {
     Ndjson,
     Json,
     CloudeventsBatch,
+    Structured,
+    Binary,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -79,6 +89,8 @@ pub struct Sink {
     extra_roots: Vec<reqwest::Certificate>,
     url: reqwest::Url,
     headers: HeaderMap,
+    /// Set for the single-event encodings.
+    single: Option<Mode>,
 }
 
 pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
@@ -137,21 +149,39 @@ pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
         extra_roots = certs;
     }
 
-    let codec = match config.encoding {
-        Encoding::Ndjson => Codec::Ndjson,
-        Encoding::Json => Codec::Json,
-        Encoding::CloudeventsBatch => Codec::CloudeventsBatch,
+    let (codec, single) = match config.encoding {
+        Encoding::Ndjson => (Codec::Ndjson, None),
+        Encoding::Json => (Codec::Json, None),
+        Encoding::CloudeventsBatch => (Codec::CloudeventsBatch, None),
+        Encoding::Structured => (Codec::Ndjson, Some(Mode::Structured)),
+        Encoding::Binary => (Codec::Ndjson, Some(Mode::Binary)),
     };
-    let parts = Parts {
-        codec,
-        compression: config.compression,
-        batch: BatchLimits::DEFAULT,
-        concurrency: 4,
-        max_concurrency: 1024,
-        partitioner: None,
-        framing: None,
+    let parts = match single {
+        None => Parts {
+            codec,
+            compression: config.compression,
+            batch: BatchLimits::DEFAULT,
+            concurrency: 4,
+            max_concurrency: 1024,
+            partitioner: None,
+            framing: None,
+        },
+        // One request per event: each batch sends its events one after the
+        // other, and `concurrency` batches are sent at once, so that many
+        // requests are in flight. Batches are smaller than with the batch
+        // encodings: a batch is acknowledged when its last event is
+        // delivered, and what the batches in flight hold stays small.
+        Some(mode) => Parts {
+            codec,
+            compression: config.compression,
+            batch: BatchLimits { max_events: 100, ..BatchLimits::DEFAULT },
+            concurrency: 32,
+            max_concurrency: 1024,
+            partitioner: None,
+            framing: Some(Framing { mode, key: None }),
+        },
     };
-    let sink = Sink { client: tokio::sync::OnceCell::new(), extra_roots, url, headers };
+    let sink = Sink { client: tokio::sync::OnceCell::new(), extra_roots, url, headers, single };
     Ok((super::Sink::Http(sink), parts))
 }
 
@@ -202,6 +232,9 @@ impl Sink {
     }
 
     pub async fn send(&self, batch: &EncodedBatch) -> Result<(), SendError> {
+        if let Some(mode) = self.single {
+            return single::send(self, mode, batch).await;
+        }
         let mut request = self
             .client()
             .await?
@@ -212,6 +245,11 @@ impl Sink {
         if let Some(encoding) = batch.content_encoding {
             request = request.header(CONTENT_ENCODING, encoding);
         }
+        self.execute(request).await
+    }
+
+    /// Sends one request and classifies its answer.
+    async fn execute(&self, request: reqwest::RequestBuilder) -> Result<(), SendError> {
         let response = request
             .send()
             .await

@@ -71,7 +71,8 @@ pub struct Config {
     /// (required in proxy mode).
     #[serde(default)]
     pub listen: Option<Spanned<String>>,
-    /// Proxy: the service's address (`127.0.0.1:8080`). Default: none
+    /// Proxy: the service's address, `host:port` or `http://host:port`
+    /// (`127.0.0.1:8080`); the proxy speaks plain HTTP to it. Default: none
     /// (required in proxy mode).
     #[serde(default)]
     pub upstream: Option<Spanned<String>>,
@@ -174,10 +175,9 @@ impl HttpCapture {
                     .value
                     .parse()
                     .map_err(|e| BuildError::at(listen.pos, format!("`listen` is an address:port ({e})")))?;
-                if upstream.value.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err()) {
-                    return Err(BuildError::at(upstream.pos, "`upstream` is host:port"));
-                }
-                Capture::Proxy { listen: addr, upstream: upstream.value.clone() }
+                let upstream = proxy::upstream_address(&upstream.value)
+                    .map_err(|e| BuildError::at(upstream.pos, format!("`upstream`: {e}")))?;
+                Capture::Proxy { listen: addr, upstream }
             }
             Mode::Sniff => {
                 if config.ports.is_empty() || config.ports.len() > 64 {

@@ -12,9 +12,9 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 
-use super::parser::{Expect, Item, Parser, Side};
+use super::parser::{Expect, Head, Item, Parser, Side};
 use super::{Recording, Request};
-use crate::event::{Map, time};
+use crate::event::{Map, Str, Value, time};
 use crate::pipeline::metrics::{ComponentMetrics, DropReason};
 
 /// What both directions of a connection share.
@@ -63,11 +63,9 @@ pub async fn connection(
     let server = match TcpStream::connect(&upstream).await {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!("cannot reach the upstream {upstream}: {e}");
-            let mut client = client;
-            let _ = client
-                .write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                .await;
+            let why = format!("cannot reach the upstream {upstream}: {e}");
+            tracing::warn!("{why}");
+            bad_gateway(client, peer, &upstream, &why, &rec, &tx).await;
             return;
         }
     };
@@ -95,17 +93,22 @@ async fn requests(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, conn: Arc<Con
     let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
     let forwarded = format!("X-Forwarded-For: {}\r\n", conn.client.ip());
     let mut body: Option<super::Captured> = None;
+    // When the oldest bytes still in `buf` arrived: a request starts at its
+    // first byte, not when the wait for it began (a keep-alive connection
+    // may sit idle for seconds between requests).
+    let mut first_byte: Option<i64> = None;
     loop {
-        let read_at = time::now_micros();
         match from.read_buf(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
+        let read_at = *first_byte.get_or_insert_with(time::now_micros);
         if conn.raw.load(Ordering::Relaxed) {
             if to.write_all(&buf).await.is_err() {
                 break;
             }
             buf.clear();
+            first_byte = None;
             continue;
         }
         let mut at = 0;
@@ -168,6 +171,9 @@ async fn requests(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, conn: Arc<Con
             }
         }
         buf.drain(..at);
+        if buf.is_empty() {
+            first_byte = None;
+        }
         if to.write_all(&out).await.is_err() {
             break;
         }
@@ -268,7 +274,7 @@ async fn responses(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, conn: Arc<Co
     let left: Vec<Request> = conn.lock().requests.drain(..).collect();
     for r in left.into_iter().filter(|r| !reported(r)) {
         let data =
-            conn.rec.transaction(&r, None, Some("no response"), conn.client, conn.server, time::now_micros());
+            record(&conn.rec, &r, None, Some("no response"), conn.client, conn.server, time::now_micros());
         conn.emit(data).await;
     }
     let _ = to.shutdown().await;
@@ -286,7 +292,7 @@ async fn complete(conn: &Conn, res: &super::parser::Head, body: u64, captured: O
         && !reported(&req)
     {
         let res = Some((res, body, captured.as_ref()));
-        let data = conn.rec.transaction(&req, res, None, conn.client, conn.server, time::now_micros());
+        let data = record(&conn.rec, &req, res, None, conn.client, conn.server, time::now_micros());
         conn.emit(data).await;
     }
 }
@@ -301,12 +307,134 @@ async fn overdue(conn: &Conn) {
         let mut s = conn.lock();
         for r in s.requests.iter_mut() {
             if r.done && !reported(r) && now - r.started >= timeout {
-                late.push(conn.rec.transaction(r, None, Some("no response"), conn.client, conn.server, now));
+                late.push(record(&conn.rec, r, None, Some("no response"), conn.client, conn.server, now));
                 r.reported = true;
             }
         }
     }
     for data in late {
         conn.emit(data).await;
+    }
+}
+
+/// The `http.transaction` of a proxied request. `gap` is always false here
+/// (nothing is lost between two sockets), but sniffed transactions carry it,
+/// and consumers see one schema either way.
+fn record(
+    rec: &Recording,
+    req: &Request,
+    res: Option<(&Head, u64, Option<&super::Captured>)>,
+    error: Option<&str>,
+    client: SocketAddr,
+    server: SocketAddr,
+    end: i64,
+) -> Map {
+    let mut data = rec.transaction(req, res, error, client, server, end);
+    data.push(Str::from_static("gap"), Value::Bool(false));
+    data
+}
+
+const BAD_GATEWAY: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+
+/// The upstream cannot be reached: the client's first request is read (for
+/// the record), answered with 502, and recorded with that status and why.
+async fn bad_gateway(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    upstream: &str,
+    why: &str,
+    rec: &Recording,
+    tx: &mpsc::Sender<Map>,
+) {
+    // A client that connects and sends nothing gets its 502 after the
+    // transaction timeout, and nothing is recorded.
+    let request = tokio::time::timeout(rec.timeout, first_request(&mut client)).await.ok().flatten();
+    let _ = client.write_all(BAD_GATEWAY).await;
+    let _ = client.shutdown().await;
+    let Some((head, started)) = request else { return };
+    let server = match tokio::net::lookup_host(upstream).await.ok().and_then(|mut a| a.next()) {
+        Some(addr) => addr,
+        None => SocketAddr::from(([0, 0, 0, 0], 0)),
+    };
+    let req = Request { head, started, body_bytes: 0, done: true, reported: false, gap: false, body: None };
+    let mut data = record(rec, &req, None, Some(why), peer, server, time::now_micros());
+    data.insert(Str::from_static("status"), Value::from(502u64));
+    data.insert(Str::from_static("reason"), Value::from("Bad Gateway"));
+    data.insert(Str::from_static("response_bytes"), Value::from(BAD_GATEWAY.len() as u64));
+    let _ = tx.send(data).await;
+}
+
+/// The head of the first request on a connection, and when its first byte
+/// arrived; `None` if the connection ends first or is not HTTP.
+async fn first_request(client: &mut TcpStream) -> Option<(Head, i64)> {
+    let mut parser = Parser::new(Side::Request);
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut started = None;
+    loop {
+        match client.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+        let started = *started.get_or_insert_with(time::now_micros);
+        match parser.next(&buf) {
+            Ok(Some((Item::Head(head), _))) => return Some((head, started)),
+            Ok(None) if buf.len() <= super::parser::MAX_HEAD => {}
+            _ => return None,
+        }
+    }
+}
+
+/// The address to connect to, from `upstream` written as `host:port` or as
+/// the URL `http://host[:port]` (how nginx's `proxy_pass` has it).
+pub fn upstream_address(spec: &str) -> Result<String, String> {
+    let spec = spec.trim();
+    let (rest, default_port) = match spec.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (rest, Some(80)),
+        Some((scheme, _)) => {
+            return Err(format!(
+                "the proxy speaks plain HTTP to the service: write `host:port` or \
+                 `http://host:port`, not `{scheme}://`"
+            ));
+        }
+        None => (spec, None),
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.contains(['/', '?', '#', '@']) {
+        return Err(format!(
+            "{spec:?} has more than a host and port; requests keep the path the client sent"
+        ));
+    }
+    let port = match authority.rsplit_once(':') {
+        // `[::1]` alone: the colons are the address's.
+        _ if authority.ends_with(']') => None,
+        Some((host, port)) if !host.is_empty() => {
+            Some(port.parse::<u16>().map_err(|_| format!("{port:?} in {spec:?} is not a TCP port"))?)
+        }
+        _ => None,
+    };
+    match (port, default_port) {
+        (Some(_), _) => Ok(authority.to_string()),
+        (None, Some(p)) if !authority.is_empty() => Ok(format!("{authority}:{p}")),
+        _ => Err(format!("{spec:?} is not `host:port` or `http://host:port`")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::upstream_address;
+
+    #[test]
+    fn upstream_forms() {
+        assert_eq!(upstream_address("127.0.0.1:8080").unwrap(), "127.0.0.1:8080");
+        assert_eq!(upstream_address("http://127.0.0.1:8080").unwrap(), "127.0.0.1:8080");
+        assert_eq!(upstream_address("HTTP://web:8080/").unwrap(), "web:8080");
+        assert_eq!(upstream_address("http://web").unwrap(), "web:80");
+        assert_eq!(upstream_address("[::1]:8080").unwrap(), "[::1]:8080");
+        assert_eq!(upstream_address("http://[::1]").unwrap(), "[::1]:80");
+        assert!(upstream_address("https://127.0.0.1:8443").unwrap_err().contains("not `https://`"));
+        assert!(upstream_address("127.0.0.1").is_err());
+        assert!(upstream_address("http://127.0.0.1:8080/api").is_err());
+        assert!(upstream_address("127.0.0.1:http").is_err());
+        assert!(upstream_address("http://").is_err());
     }
 }
