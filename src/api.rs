@@ -18,8 +18,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::metrics::{ComponentMetrics, Registry, State};
-use crate::sources::ingest::auth::Verifier;
-use crate::sources::ingest::server::Server;
+use crate::util::auth::Verifier;
+use crate::util::http_server::Server;
 use crate::util::redact::scrub;
 
 /// How long a client has to send a request head; idle connections are

@@ -400,13 +400,16 @@ impl Drop for MqttReader {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_delivers_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut broker, port) = own_mosquitto(dir.path());
+    broker.start().await;
     let topic = unique("hw/");
-    let reader = MqttReader::start(1883, &format!("{topic}/#"), &unique("reader-")).await;
+    let reader = MqttReader::start(port, &format!("{topic}/#"), &unique("reader-")).await;
     let n = 10_000;
     run_to_completion(&generator_config(
         n,
         &format!(
-            "  m:\n    type: mqtt\n    inputs: [gen]\n    url: \"{MQTT}\"\n    topic: \"{topic}/{{type}}\"\n"
+            "  m:\n    type: mqtt\n    inputs: [gen]\n    url: \"mqtt://127.0.0.1:{port}\"\n    topic: \"{topic}/{{type}}\"\n"
         ),
     ));
     let msgs = reader.wait_for(n as usize, Duration::from_secs(60)).await;
@@ -735,24 +738,33 @@ async fn nats_outage_loses_nothing() {
     assert_none_lost(&structured_seqs(&msgs), n);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_outage_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+/// A Mosquitto of the test's own that queues any number of messages for a
+/// slow subscriber: the shared one drops past 1,000 (its default
+/// `max_queued_messages`) when the test's reader falls behind on a loaded
+/// machine, which would look like a loss by the agent.
+fn own_mosquitto(dir: &std::path::Path) -> (Instance, u16) {
     let port = free_port();
-    let conf = dir.path().join("mosquitto.conf");
+    let conf = dir.join("mosquitto.conf");
     std::fs::write(
         &conf,
         format!(
             "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\npersistence_location {}/\nmax_queued_messages 0\n",
-            dir.path().display()
+            dir.display()
         ),
     )
     .unwrap();
-    let mut broker = Instance::new("mosquitto", port, move || {
+    let broker = Instance::new("mosquitto", port, move || {
         let mut c = std::process::Command::new("mosquitto");
         c.arg("-c").arg(&conf);
         c
     });
+    (broker, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_outage_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut broker, port) = own_mosquitto(dir.path());
     // The reader's persistent session exists before the agent publishes.
     broker.start().await;
     let reader = MqttReader::start(port, "outage/#", &unique("reader-")).await;

@@ -79,7 +79,7 @@ pub struct ApiConfig {
     /// and `/metrics` stay open to local monitoring. Write the token as
     /// `${NAME}`. Default: none.
     #[serde(default)]
-    pub auth: Option<crate::sources::ingest::auth::Auth>,
+    pub auth: Option<crate::util::auth::Auth>,
 }
 
 fn default_api_address() -> SocketAddr {

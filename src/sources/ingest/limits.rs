@@ -14,8 +14,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 
 /// The bytes all unfinished request bodies hold together.
 #[derive(Debug)]
@@ -138,55 +136,6 @@ where
     drop(frames);
     reservation.shrink_to(len);
     Ok(Bytes::from(joined))
-}
-
-/// How long a refused connection is given to send its request and read
-/// the 503.
-const REFUSAL_LINGER: Duration = Duration::from_secs(2);
-
-/// At most this many refused connections linger at once; beyond, they are
-/// closed at once without an answer, so that a flood costs nothing either.
-const MAX_LINGERING: usize = 64;
-
-static LINGERING: AtomicUsize = AtomicUsize::new(0);
-
-/// Answers a connection beyond `max_connections` with 503 and closes it,
-/// without reading its request. With `answer: false` (TLS, where an answer
-/// would need a handshake first) it is just closed.
-pub fn refuse(stream: TcpStream, answer: bool) {
-    if !answer || LINGERING.fetch_add(1, Ordering::Relaxed) >= MAX_LINGERING {
-        if answer {
-            LINGERING.fetch_sub(1, Ordering::Relaxed);
-        }
-        drop(stream);
-        return;
-    }
-    tokio::spawn(async move {
-        let _ = tokio::time::timeout(REFUSAL_LINGER, linger(stream)).await;
-        LINGERING.fetch_sub(1, Ordering::Relaxed);
-    });
-}
-
-async fn linger(mut stream: TcpStream) {
-    const BODY: &str =
-        r#"{"error":"too many connections (max_connections); nothing was accepted, send again later"}"#;
-    let head = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
-         connection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
-        BODY.len()
-    );
-    // Answer once the request has begun: a client takes an answer that
-    // comes before it has sent anything as a broken connection.
-    let mut sink = [0u8; 4096];
-    if !matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {
-        return;
-    }
-    if stream.write_all(head.as_bytes()).await.is_err() || stream.shutdown().await.is_err() {
-        return;
-    }
-    // Closing with the request unread would reset the connection, and the
-    // client could lose the answer: read (and drop) until it closes.
-    while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
 }
 
 #[cfg(test)]

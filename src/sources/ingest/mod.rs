@@ -16,10 +16,8 @@
 //! `backpressure_timeout` answers 503 with `Retry-After`; nothing is ever
 //! dropped silently.
 
-pub mod auth;
 mod decode;
-pub mod limits;
-pub mod server;
+mod limits;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -41,6 +39,8 @@ use crate::event::id::IdGen;
 use crate::event::{AckSet, BatchStatus, EventBatch, Str, ack, time};
 use crate::pipeline::fanout::{Fanout, SendError};
 use crate::pipeline::metrics::{ComponentMetrics, DropReason, Families};
+use crate::util::auth;
+use crate::util::http_server::Server;
 
 /// `type: ingest`
 #[derive(Clone, Debug, Deserialize)]
@@ -183,7 +183,7 @@ impl Ingest {
         );
         cx.ready(Ok(()));
 
-        let server = server::Server::new(
+        let server = Server::new(
             *self.config.header_timeout,
             self.config.max_connections,
             self.tls,

@@ -1,4 +1,4 @@
-//! The HTTP server under `ingest` (and the agent's API): connections are
+//! The HTTP server of `ingest` and of the agent's API: connections are
 //! capped, each must send its first request head within `header_timeout` of
 //! being accepted (the TLS handshake included), and later heads, and idle
 //! keep-alive connections, are held to the same time by hyper.
@@ -6,6 +6,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,11 +14,11 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::limits;
 use crate::pipeline::metrics::ComponentMetrics;
 
 /// The largest request head (request line and headers); a larger one is
@@ -83,7 +84,7 @@ impl Server {
                 if let Some(m) = &self.metrics {
                     m.add_error("connection_limit", 1);
                 }
-                limits::refuse(stream, self.tls.is_none());
+                refuse(stream, self.tls.is_none());
                 continue;
             };
             let _ = stream.set_nodelay(true);
@@ -142,4 +143,53 @@ impl Server {
         // idle keep-alive connections are closed.
         graceful.shutdown().await;
     }
+}
+
+/// How long a refused connection is given to send its request and read
+/// the 503.
+const REFUSAL_LINGER: Duration = Duration::from_secs(2);
+
+/// At most this many refused connections linger at once; beyond, they are
+/// closed at once without an answer, so that a flood costs nothing either.
+const MAX_LINGERING: usize = 64;
+
+static LINGERING: AtomicUsize = AtomicUsize::new(0);
+
+/// Answers a connection beyond `max_connections` with 503 and closes it,
+/// without reading its request. With `answer: false` (TLS, where an answer
+/// would need a handshake first) it is just closed.
+fn refuse(stream: TcpStream, answer: bool) {
+    if !answer || LINGERING.fetch_add(1, Ordering::Relaxed) >= MAX_LINGERING {
+        if answer {
+            LINGERING.fetch_sub(1, Ordering::Relaxed);
+        }
+        drop(stream);
+        return;
+    }
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(REFUSAL_LINGER, linger(stream)).await;
+        LINGERING.fetch_sub(1, Ordering::Relaxed);
+    });
+}
+
+async fn linger(mut stream: TcpStream) {
+    const BODY: &str =
+        r#"{"error":"too many connections (max_connections); nothing was accepted, send again later"}"#;
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    // Answer once the request has begun: a client takes an answer that
+    // comes before it has sent anything as a broken connection.
+    let mut sink = [0u8; 4096];
+    if !matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {
+        return;
+    }
+    if stream.write_all(head.as_bytes()).await.is_err() || stream.shutdown().await.is_err() {
+        return;
+    }
+    // Closing with the request unread would reset the connection, and the
+    // client could lose the answer: read (and drop) until it closes.
+    while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
 }
