@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Agent, Mode, Receiver, free_port, publish};
+use common::{Agent, Mode, Receiver, free_ports, publish};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
@@ -28,8 +28,7 @@ fn rss_bytes(pid: u32) -> u64 {
 }
 
 fn start(receiver: &Receiver, ingest_extra: &str, top_extra: &str) -> (Agent, u16, u16) {
-    let port = free_port();
-    let api = free_port();
+    let [port, api] = free_ports();
     let config = format!(
         r#"
 data_dir: {{data_dir}}

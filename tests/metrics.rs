@@ -7,7 +7,7 @@ mod common;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use common::{Agent, Mode, Receiver, free_port};
+use common::{Agent, Mode, Receiver, free_port, free_ports};
 
 /// Two of every component type that runs on loopback (sniffing needs root,
 /// which the tests have).
@@ -17,7 +17,7 @@ fn config(dir: &std::path::Path, api: u16, url: &str) -> String {
     let mut transforms = String::new();
     let mut sinks = String::new();
     for i in 1..=2 {
-        let (ingest, proxy, upstream) = (free_port(), free_port(), free_port());
+        let [ingest, proxy, upstream] = free_ports();
         sources.push_str(&format!(
             "  agent{i}: {{type: agent}}\n\
              \x20 file{i}: {{type: file, include: [\"{d}/{i}.log\"]}}\n\

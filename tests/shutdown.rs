@@ -5,13 +5,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Agent, Mode, Receiver, free_port};
+use common::{Agent, Mode, Receiver, free_ports};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_that_times_out_counts_every_event_it_drops() {
     const EVENTS: u64 = 35;
     let receiver = Receiver::start(Mode::FailEvery(1)).await;
-    let (api, ingest) = (free_port(), free_port());
+    let [api, ingest] = free_ports();
     // Events wait in the transform's input, the sink's buffer, a batch being
     // built and requests being retried.
     let config = format!(

@@ -27,6 +27,14 @@ pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
+/// `N` distinct ports nobody listens on right now: each is held until all
+/// are chosen, so that two calls cannot hand out the same port.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<StdListener> =
+        (0..N).map(|_| StdListener::bind("127.0.0.1:0").expect("free port")).collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("bound address").port())
+}
+
 // === the agent ===
 
 pub struct Agent {
