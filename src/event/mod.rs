@@ -71,39 +71,59 @@ pub struct EventBatch {
     events: Arc<Vec<Event>>,
     pub acks: AckSet,
     size: usize,
+    /// What the source can do about these events while they wait (see
+    /// `Replay`). Default: `Replay::None`.
+    pub replay: Replay,
+}
+
+/// What a batch's source can do about its events while a sink has not
+/// delivered them: only a disk buffer asks (see `buffer::disk`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Replay {
+    /// Nothing: the events exist only in the batch (pushed to the agent,
+    /// captured, sampled from the host).
+    #[default]
+    None,
     /// The source loses nothing by waiting: a file source's events stay in
     /// their file until it reads them. A disk buffer ahead of a slower sink
     /// holds such a source back rather than write its events to disk only
-    /// to read them back (see `buffer::disk`). Default: `false`.
-    pub may_wait: bool,
-    /// The source reads these events again after a restart, from its
-    /// checkpoint, should the agent stop before they are delivered: a file
-    /// source, of a file still under its path (not of one rotated away or
-    /// deleted). A disk buffer hands such a batch to a sink that keeps up
-    /// from memory, without writing it. Default: `false`.
-    pub rereadable: bool,
+    /// to read them back. It does not read these again after a restart (a
+    /// file rotated away or deleted may be gone by then).
+    Wait,
+    /// As `Wait`, and the source reads these events again after a restart,
+    /// from its checkpoint, should the agent stop before they are
+    /// delivered: a file source, of a file still under its path. A disk
+    /// buffer hands such a batch to a sink that keeps up from memory,
+    /// without writing it.
+    Reread,
+}
+
+impl Replay {
+    /// The source loses nothing by being held (`Wait` or `Reread`).
+    pub fn may_wait(self) -> bool {
+        self != Replay::None
+    }
+
+    /// The source reads the events again after a restart (`Reread`).
+    pub fn rereadable(self) -> bool {
+        self == Replay::Reread
+    }
 }
 
 impl EventBatch {
     pub fn new(events: Vec<Event>, acks: AckSet) -> Self {
         let size = events.iter().map(Event::size_estimate).sum();
-        EventBatch { events: Arc::new(events), acks, size, may_wait: false, rereadable: false }
+        EventBatch { events: Arc::new(events), acks, size, replay: Replay::None }
     }
 
     /// A batch whose size the maker knows without walking every event.
     pub fn with_size(events: Vec<Event>, acks: AckSet, size: usize) -> Self {
-        EventBatch { events: Arc::new(events), acks, size, may_wait: false, rereadable: false }
+        EventBatch { events: Arc::new(events), acks, size, replay: Replay::None }
     }
 
     /// The same events (shared, not copied), without acknowledgements.
     pub fn share_events(&self) -> Self {
-        EventBatch {
-            events: self.events.clone(),
-            acks: AckSet::new(),
-            size: self.size,
-            may_wait: self.may_wait,
-            rereadable: self.rereadable,
-        }
+        EventBatch { events: self.events.clone(), acks: AckSet::new(), size: self.size, replay: self.replay }
     }
 
     pub fn len(&self) -> usize {

@@ -701,8 +701,11 @@ impl Tailer {
         // What is not read yet waits in the file; and what is read, in a
         // file still under its path, is read again after a restart until
         // it is acknowledged (a rotated file may be gone by then).
-        batch.may_wait = true;
-        batch.rereadable = tracked && t.state == State::Live;
+        batch.replay = if tracked && t.state == State::Live {
+            crate::event::Replay::Reread
+        } else {
+            crate::event::Replay::Wait
+        };
         let out = &mut self.out;
         let shutdown = &self.shutdown;
         let sent = self.runtime.block_on(async {
