@@ -232,6 +232,10 @@ mod tests {
         // Fixed values: a change here changes which events every host keeps.
         assert_eq!(stable_hash(b""), 0xefd0_1f60_ba99_2926);
         assert_eq!(stable_hash(b"10.0.0.1"), 0xc879_e56d_dc6c_5c88);
+        assert_eq!(stable_hash(b"a"), 0x82a2_a958_a9be_ce5b);
+        assert_eq!(stable_hash(b"2026-11-27T03:50:00Z first line of a log\n"), 0xadd4_f7a7_ed54_93d4);
+        let head: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+        assert_eq!(stable_hash(&head), 0x9b95_a0aa_840a_1bb1);
     }
 
     #[test]
