@@ -72,7 +72,7 @@ pub fn fingerprint(file: &File, bytes: Option<usize>) -> std::io::Result<Option<
             None => return Ok(None),
         },
     };
-    Ok(Some(crate::transforms::sample::stable_hash(prefix)))
+    Ok(Some(crate::util::hash::stable_hash(prefix)))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
