@@ -14,7 +14,7 @@ use crate::config::{BuildError, Duration as ConfigDuration, Spanned};
 use crate::event::EventBatch;
 use crate::event::path::FieldPath;
 use crate::pipeline::metrics::DropReason;
-use crate::transforms::sample::stable_hash;
+use crate::util::hash::stable_hash;
 
 /// `type: dedupe`
 #[derive(Clone, Debug, Deserialize)]

@@ -21,6 +21,16 @@ pub enum Newline {
     Utf16Be,
 }
 
+impl Newline {
+    pub fn for_encoding(encoding: Option<&'static encoding_rs::Encoding>) -> Newline {
+        match encoding {
+            Some(e) if e == encoding_rs::UTF_16LE => Newline::Utf16Le,
+            Some(e) if e == encoding_rs::UTF_16BE => Newline::Utf16Be,
+            _ => Newline::Byte,
+        }
+    }
+}
+
 /// One complete line: its raw bytes without the line ending.
 #[derive(Debug, PartialEq)]
 pub struct Line {

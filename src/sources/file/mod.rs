@@ -17,7 +17,15 @@ pub fn checkpoint_problems(data_dir: &std::path::Path) -> Vec<String> {
         .filter_map(|p| checkpoint::readable(&p).err())
         .collect()
 }
+
+// The parts: `discovery` finds files by their globs, `fingerprint` says
+// which file is which, `index` holds the files followed, `lines` and
+// `multiline` cut their bytes into lines, `events` makes the events, `tail`
+// runs it all, and `checkpoint` keeps where each file stands.
 mod discovery;
+mod events;
+mod fingerprint;
+mod index;
 mod lines;
 mod multiline;
 mod tail;
