@@ -27,8 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabel as _, EncodeLabelSet, EncodeLabelValue, LabelSetEncoder,
-    LabelValueEncoder, MetricEncoder, NoLabelSet,
+    DescriptorEncoder, EncodeLabel as _, EncodeLabelSet, LabelSetEncoder, MetricEncoder, NoLabelSet,
 };
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::exemplar::Exemplar;
@@ -290,13 +289,20 @@ pub struct Families {
     list: Vec<OwnFamily>,
 }
 
-/// A family components added, with its samples: the index of their
-/// component in `owners`, a label more if any, the value.
+/// A family components added, with its samples.
 struct OwnFamily {
     name: &'static str,
     help: &'static str,
     ty: MetricType,
-    samples: Vec<(usize, Option<(&'static str, String)>, u64)>,
+    samples: Vec<OwnSample>,
+}
+
+struct OwnSample {
+    /// The index of the component in `owners`.
+    owner: usize,
+    /// A label more, if any.
+    label: Option<(&'static str, String)>,
+    value: u64,
 }
 
 impl Families {
@@ -338,15 +344,15 @@ impl Families {
                 self.list.len() - 1
             }
         };
-        self.list[i].samples.push((owner, label, value));
+        self.list[i].samples.push(OwnSample { owner, label, value });
     }
 
     fn encode(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
         for f in &self.list {
             let mut family = encoder.encode_descriptor(f.name, f.help, None, f.ty)?;
-            for (owner, label, v) in &f.samples {
-                let extra = label.as_ref().map(|(k, v)| (*k, v.as_str()));
-                sample(&mut family, &self.owners[*owner], extra, *v)?;
+            for s in &f.samples {
+                let extra = s.label.as_ref().map(|(k, v)| (*k, v.as_str()));
+                sample(&mut family, &self.owners[s.owner], extra, s.value)?;
             }
         }
         Ok(())
