@@ -2,12 +2,18 @@
 //! the API that reports them.
 //!
 //! Components count per batch, never per event, with relaxed atomics: no
-//! locks on the hot path. The API renders them in the Prometheus text format.
+//! locks on the hot path. The API renders them in the Prometheus text format
+//! ([`exposition`], with the `prometheus-client` crate).
 
-use std::fmt::Write as _;
+mod exposition;
+
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use prometheus_client::metrics::gauge::Gauge;
+
+pub use self::exposition::Families;
 
 /// Why events were dropped. Every drop is counted under one of these.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -252,57 +258,64 @@ impl ComponentMetrics {
 }
 
 /// Adds a component's own metrics (beyond the common ones) to the families
-/// of the exposition.
+/// of the exposition, at each scrape.
 pub type Collector = Arc<dyn Fn(&mut Families) + Send + Sync>;
 
-/// The metric families that components add samples to. The text format
-/// wants each family once (its `# HELP` and `# TYPE`, then all of its
-/// samples), and strict parsers refuse a second `# HELP`: two components of
-/// the same type add their samples to one family.
+/// The components and the collectors they added, shared by the registry
+/// and the exposition that reads them.
 #[derive(Default)]
-pub struct Families {
-    list: Vec<Family>,
+struct Components {
+    list: Mutex<Vec<Arc<ComponentMetrics>>>,
+    /// By component id.
+    collectors: Mutex<Vec<(String, Collector)>>,
 }
 
-struct Family {
-    name: String,
-    kind: &'static str,
-    help: &'static str,
-    samples: String,
+impl std::fmt::Debug for Components {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Components").finish_non_exhaustive()
+    }
 }
 
-impl Families {
-    /// The sample lines of family `name` (`kind` is `counter`, `gauge`...),
-    /// to write to: `name{labels} value`, one per line.
-    pub fn family(&mut self, name: &str, kind: &'static str, help: &'static str) -> &mut String {
-        let i = match self.list.iter().position(|f| f.name == name) {
-            Some(i) => i,
-            None => {
-                self.list.push(Family { name: name.to_string(), kind, help, samples: String::new() });
-                self.list.len() - 1
-            }
-        };
-        &mut self.list[i].samples
+impl Components {
+    fn list(&self) -> Vec<Arc<ComponentMetrics>> {
+        self.list.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
-    fn write(&self, out: &mut String) {
-        for f in &self.list {
-            let _ = writeln!(out, "# HELP {} {}\n# TYPE {} {}", f.name, f.help, f.name, f.kind);
-            out.push_str(&f.samples);
-        }
+    /// Each collector with the component that added it.
+    fn collectors(&self) -> Vec<(Arc<ComponentMetrics>, Collector)> {
+        let all = self.list();
+        let Ok(collectors) = self.collectors.lock() else { return Vec::new() };
+        (collectors.iter())
+            .filter_map(|(id, f)| Some((all.iter().find(|c| c.id == *id)?.clone(), f.clone())))
+            .collect()
     }
 }
 
 /// Every component's counters.
-#[derive(Default)]
 pub struct Registry {
     /// Every source has started.
     pub started: std::sync::atomic::AtomicBool,
-    components: Mutex<Vec<Arc<ComponentMetrics>>>,
-    collectors: Mutex<Vec<(String, Collector)>>,
+    components: Arc<Components>,
     /// Why the last reload was not taken, for `/health`; `None` after one
     /// that was.
     reload_error: Mutex<Option<String>>,
+    /// Set at each scrape, before the exposition is written.
+    uptime: Gauge<f64, AtomicU64>,
+    exposition: prometheus_client::registry::Registry,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        let components = Arc::new(Components::default());
+        let uptime = Gauge::default();
+        Registry {
+            started: Default::default(),
+            exposition: exposition::registry(components.clone(), uptime.clone()),
+            components,
+            reload_error: Mutex::new(None),
+            uptime,
+        }
+    }
 }
 
 impl std::fmt::Debug for Registry {
@@ -313,9 +326,10 @@ impl std::fmt::Debug for Registry {
 
 impl Registry {
     /// The metrics of a component: the ones it had before a reload if it
-    /// is the same kind and type (counters go on), else new ones.
+    /// is the same kind and type (counters go on), else new ones, and the
+    /// series of the one it replaces leave the exposition.
     pub fn register(&self, id: &str, kind: &'static str, ty: &str) -> Arc<ComponentMetrics> {
-        let Ok(mut all) = self.components.lock() else {
+        let Ok(mut all) = self.components.list.lock() else {
             return Arc::new(ComponentMetrics::new(id, kind, ty));
         };
         if let Some(m) = all.iter().find(|c| c.id == id && c.kind == kind && c.ty == ty) {
@@ -325,6 +339,10 @@ impl Registry {
         let m = Arc::new(ComponentMetrics::new(id, kind, ty));
         all.retain(|c| c.id != id);
         all.push(m.clone());
+        drop(all);
+        if let Ok(mut collectors) = self.components.collectors.lock() {
+            collectors.retain(|(c, _)| c != id);
+        }
         m
     }
 
@@ -340,170 +358,37 @@ impl Registry {
 
     /// Forgets the components not in `ids` (after a reload removed them).
     pub fn keep_only(&self, ids: &[&str]) {
-        if let Ok(mut all) = self.components.lock() {
+        if let Ok(mut all) = self.components.list.lock() {
             all.retain(|c| ids.contains(&c.id.as_str()));
         }
-        if let Ok(mut all) = self.collectors.lock() {
+        if let Ok(mut all) = self.components.collectors.lock() {
             all.retain(|(c, _)| ids.contains(&c.as_str()));
         }
     }
 
-    /// Adds a component's own metrics, replacing what it added before.
+    /// Adds the metrics of component `id` beyond the common ones, replacing
+    /// what it added before. They are labelled as the component registered
+    /// under `id`.
     pub fn add_collector(&self, id: &str, collector: Collector) {
-        if let Ok(mut all) = self.collectors.lock() {
+        if let Ok(mut all) = self.components.collectors.lock() {
             all.retain(|(c, _)| c != id);
             all.push((id.to_string(), collector));
         }
     }
 
     pub fn components(&self) -> Vec<Arc<ComponentMetrics>> {
-        self.components.lock().map(|c| c.clone()).unwrap_or_default()
+        self.components.list()
     }
 
-    /// The Prometheus text exposition of every counter.
+    /// The Prometheus text exposition (format 0.0.4) of every counter.
     pub fn render(&self, uptime: Duration) -> String {
-        let all = self.components();
+        // In whole milliseconds, as it always was.
+        self.uptime.set(uptime.as_millis() as f64 / 1e3);
         let mut out = String::with_capacity(4096);
-        let _ = writeln!(out, "# HELP hostwatch_uptime_seconds Seconds since the agent started.");
-        let _ = writeln!(out, "# TYPE hostwatch_uptime_seconds gauge");
-        let _ = writeln!(out, "hostwatch_uptime_seconds {:.3}", uptime.as_secs_f64());
-        let _ = writeln!(
-            out,
-            "# HELP hostwatch_build_info The agent's version.\n# TYPE hostwatch_build_info gauge\n\
-             hostwatch_build_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
-        );
-
-        let counter =
-            |out: &mut String, name: &str, help: &str, get: &dyn Fn(&ComponentMetrics) -> Option<u64>| {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-                for c in &all {
-                    if let Some(v) = get(c) {
-                        let _ = writeln!(out, "{name}{{{}}} {v}", labels(c));
-                    }
-                }
-            };
-        counter(&mut out, "hostwatch_events_received_total", "Events a component took in.", &|c| {
-            Some(c.events_in.load(Relaxed))
-        });
-        counter(
-            &mut out,
-            "hostwatch_events_sent_total",
-            "Events a component passed on or delivered.",
-            &|c| Some(c.events_out.load(Relaxed)),
-        );
-        counter(&mut out, "hostwatch_bytes_received_total", "Bytes a source read.", &|c| {
-            (c.kind == "source").then(|| c.bytes_in.load(Relaxed))
-        });
-        counter(&mut out, "hostwatch_bytes_sent_total", "Bytes a sink sent, after compression.", &|c| {
-            (c.kind == "sink").then(|| c.bytes_out.load(Relaxed))
-        });
-        counter(&mut out, "hostwatch_requests_total", "Requests (batches) a sink sent.", &|c| {
-            (c.kind == "sink").then(|| c.requests.load(Relaxed))
-        });
-        counter(&mut out, "hostwatch_retries_total", "Requests a sink retried.", &|c| {
-            (c.kind == "sink").then(|| c.retries.load(Relaxed))
-        });
-
-        let _ = writeln!(
-            out,
-            "# HELP hostwatch_events_dropped_total Events dropped, by reason.\n\
-             # TYPE hostwatch_events_dropped_total counter"
-        );
-        for c in &all {
-            for (i, reason) in DropReason::ALL.iter().enumerate() {
-                let v = c.dropped[i].load(Relaxed);
-                if v > 0 {
-                    let _ = writeln!(
-                        out,
-                        "hostwatch_events_dropped_total{{{},reason=\"{}\"}} {v}",
-                        labels(c),
-                        reason.as_str()
-                    );
-                }
-            }
+        // Writing to a `String` does not fail, and no value is refused.
+        if prometheus_client::encoding::text::encode_registry(&mut out, &self.exposition).is_err() {
+            tracing::warn!("the metrics exposition is incomplete: a value could not be written");
         }
-        let name = "hostwatch_dead_letters_deleted_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Dead letters deleted, by reason: `size` to keep the directory within `dead_letter.max_size`, `age` past `dead_letter.max_age`.\n# TYPE {name} counter"
-        );
-        for c in all.iter().filter(|c| c.kind == "sink") {
-            for (reason, v) in [("size", &c.dead_letters_deleted_size), ("age", &c.dead_letters_deleted_age)]
-            {
-                let _ = writeln!(out, "{name}{{{},reason=\"{reason}\"}} {}", labels(c), v.load(Relaxed));
-            }
-        }
-        counter(
-            &mut out,
-            "hostwatch_events_dead_lettered_total",
-            "Events a sink refused for good, written to the dead-letter directory.",
-            &|c| (c.kind == "sink").then(|| c.dropped(DropReason::DeadLettered)),
-        );
-
-        for (name, help, get) in [
-            (
-                "hostwatch_buffer_events",
-                "Events waiting in a sink's buffer.",
-                (|c: &ComponentMetrics| c.buffer_events.load(Relaxed)) as fn(&ComponentMetrics) -> u64,
-            ),
-            ("hostwatch_buffer_bytes", "Estimated bytes waiting in a sink's buffer.", |c| {
-                c.buffer_bytes.load(Relaxed)
-            }),
-            (
-                "hostwatch_sink_unconfirmed_messages",
-                "Messages a broker sink published and the broker has not confirmed yet.",
-                |c| c.unconfirmed.load(Relaxed),
-            ),
-        ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-            for c in all.iter().filter(|c| c.kind == "sink") {
-                let _ = writeln!(out, "{name}{{{}}} {}", labels(c), get(c));
-            }
-        }
-
-        let name = "hostwatch_sink_request_duration_seconds";
-        let _ = writeln!(out, "# HELP {name} How long a sink's requests took.\n# TYPE {name} histogram");
-        for c in all.iter().filter(|c| c.kind == "sink") {
-            let mut cumulative = 0;
-            for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
-                cumulative += c.latency_buckets[i].load(Relaxed);
-                let _ = writeln!(out, "{name}_bucket{{{},le=\"{bound}\"}} {cumulative}", labels(c));
-            }
-            let count = c.latency_count.load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{},le=\"+Inf\"}} {count}", labels(c));
-            let sum = c.latency_sum_us.load(Relaxed) as f64 / 1e6;
-            let _ = writeln!(out, "{name}_sum{{{}}} {sum:.6}", labels(c));
-            let _ = writeln!(out, "{name}_count{{{}}} {count}", labels(c));
-        }
-
-        let name = "hostwatch_component_errors_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} What a component failed on, by reason: events a transform could not evaluate or parse, records of a disk buffer that were damaged.\n# TYPE {name} counter"
-        );
-        for c in &all {
-            for (reason, n) in c.errors() {
-                let _ = writeln!(out, "{name}{{{},reason=\"{reason}\"}} {n}", labels(c));
-            }
-        }
-
-        let name = "hostwatch_component_up";
-        let _ = writeln!(
-            out,
-            "# HELP {name} 1 while a component runs (or retries), else 0.\n# TYPE {name} gauge"
-        );
-        for c in &all {
-            let up = matches!(c.state(), State::Running | State::Retrying | State::AuthFailed) as u8;
-            let _ = writeln!(out, "{name}{{{}}} {up}", labels(c));
-        }
-        let collectors: Vec<Collector> =
-            self.collectors.lock().map(|c| c.iter().map(|(_, f)| f.clone()).collect()).unwrap_or_default();
-        let mut families = Families::default();
-        for collect in collectors {
-            collect(&mut families);
-        }
-        families.write(&mut out);
         out
     }
 }
@@ -512,14 +397,11 @@ fn unix_millis() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-fn labels(c: &ComponentMetrics) -> String {
-    // Ids are restricted to [A-Za-z0-9_.-] and types are ours: no escaping needed.
-    format!("component_id=\"{}\",component_kind=\"{}\",component_type=\"{}\"", c.id, c.kind, c.ty)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const OUT: &str = "component_id=\"out\",component_kind=\"sink\",component_type=\"http\"";
 
     #[test]
     fn renders_prometheus_text() {
@@ -528,32 +410,107 @@ mod tests {
         m.add_out(5);
         m.add_dropped(DropReason::BufferFull, 2);
         m.observe_request(Duration::from_millis(30));
-        let text = r.render(Duration::from_secs(1));
-        assert!(text.contains(
-            "hostwatch_events_sent_total{component_id=\"out\",component_kind=\"sink\",component_type=\"http\"} 5"
+        m.observe_request(Duration::from_secs(60));
+        let text = r.render(Duration::from_millis(1500));
+        assert!(text.starts_with(
+            "# HELP hostwatch_uptime_seconds Seconds since the agent started.\n\
+             # TYPE hostwatch_uptime_seconds gauge\nhostwatch_uptime_seconds 1.5\n"
         ));
-        assert!(text.contains("reason=\"buffer_full\"} 2"));
-        assert!(text.contains("le=\"0.05\"} 1"));
-        assert!(text.contains("hostwatch_sink_request_duration_seconds_count{component_id=\"out\",component_kind=\"sink\",component_type=\"http\"} 1"));
+        assert!(text.contains(&format!(
+            "# HELP hostwatch_build_info The agent's version.\n# TYPE hostwatch_build_info gauge\n\
+             hostwatch_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        )));
+        assert!(text.contains(&format!(
+            "# HELP hostwatch_events_sent_total Events a component passed on or delivered.\n\
+             # TYPE hostwatch_events_sent_total counter\nhostwatch_events_sent_total{{{OUT}}} 5\n"
+        )));
+        assert!(
+            text.contains(&format!("hostwatch_events_dropped_total{{{OUT},reason=\"buffer_full\"}} 2\n"))
+        );
+        assert!(!text.contains("reason=\"filtered\""), "drops are written once there are some: {text}");
+        assert!(text.contains(&format!("hostwatch_dead_letters_deleted_total{{{OUT},reason=\"age\"}} 0\n")));
+        assert!(!text.contains("hostwatch_bytes_received_total{"), "a sink reads no bytes: {text}");
+        assert!(text.contains("# TYPE hostwatch_sink_request_duration_seconds histogram\n"));
+        assert!(
+            text.contains(&format!(
+                "hostwatch_sink_request_duration_seconds_bucket{{le=\"0.025\",{OUT}}} 0\n"
+            ))
+        );
+        assert!(
+            text.contains(&format!(
+                "hostwatch_sink_request_duration_seconds_bucket{{le=\"0.05\",{OUT}}} 1\n"
+            ))
+        );
+        assert!(
+            text.contains(&format!(
+                "hostwatch_sink_request_duration_seconds_bucket{{le=\"30.0\",{OUT}}} 1\n"
+            ))
+        );
+        assert!(
+            text.contains(&format!(
+                "hostwatch_sink_request_duration_seconds_bucket{{le=\"+Inf\",{OUT}}} 2\n"
+            ))
+        );
+        assert!(text.contains(&format!("hostwatch_sink_request_duration_seconds_count{{{OUT}}} 2\n")));
+        assert!(text.contains(&format!("hostwatch_sink_request_duration_seconds_sum{{{OUT}}} 60.03\n")));
+        assert!(
+            text.ends_with(&format!(
+                "# TYPE hostwatch_component_up gauge\nhostwatch_component_up{{{OUT}}} 0\n"
+            ))
+        );
+        assert!(!text.contains("# EOF"));
     }
 
     #[test]
     fn components_of_one_type_share_their_families() {
         let r = Registry::default();
         for id in ["a", "b"] {
+            r.register(id, "source", "file");
             r.add_collector(
                 id,
                 Arc::new(move |f: &mut Families| {
-                    let out = f.family("hostwatch_things", "gauge", "Things.");
-                    let _ = writeln!(out, "hostwatch_things{{component_id=\"{id}\"}} 1");
+                    f.gauge("hostwatch_things", "Things.", 1);
+                    f.gauge_with("hostwatch_things_of", "Things of a file.", ("file", "/x/\"q\"\\y\n"), 2);
                 }),
             );
         }
         let text = r.render(Duration::from_secs(1));
         assert_eq!(text.matches("# HELP hostwatch_things ").count(), 1, "{text}");
         assert_eq!(text.matches("# TYPE hostwatch_things ").count(), 1, "{text}");
-        assert!(text.ends_with(
-            "# TYPE hostwatch_things gauge\nhostwatch_things{component_id=\"a\"} 1\nhostwatch_things{component_id=\"b\"} 1\n"
-        ));
+        let labels = |id| format!("component_id=\"{id}\",component_kind=\"source\",component_type=\"file\"");
+        assert!(text.contains(&format!(
+            "# TYPE hostwatch_things gauge\nhostwatch_things{{{}}} 1\nhostwatch_things{{{}}} 1\n",
+            labels("a"),
+            labels("b")
+        )));
+        assert!(
+            text.ends_with(&format!(
+                "hostwatch_things_of{{{},file=\"/x/\\\"q\\\"\\\\y\\n\"}} 2\n",
+                labels("b")
+            ))
+        );
+    }
+
+    #[test]
+    fn removed_components_leave_with_their_series() {
+        let r = Registry::default();
+        for (id, ty) in [("a", "file"), ("b", "file")] {
+            r.register(id, "source", ty);
+            r.add_collector(
+                id,
+                Arc::new(|f: &mut Families| f.counter("hostwatch_things_total", "Things.", 1)),
+            );
+        }
+        r.keep_only(&["b"]);
+        let text = r.render(Duration::from_secs(1));
+        assert!(!text.contains("component_id=\"a\""), "{text}");
+        assert_eq!(text.matches("hostwatch_things_total{component_id=\"b\"").count(), 1, "{text}");
+
+        // Another type under the same id: the collector of the old one goes.
+        r.register("b", "source", "generator");
+        let text = r.render(Duration::from_secs(1));
+        assert!(!text.contains("hostwatch_things_total{"), "{text}");
+        assert!(text.contains("hostwatch_events_received_total{component_id=\"b\",component_kind=\"source\",component_type=\"generator\"} 0\n"));
     }
 }

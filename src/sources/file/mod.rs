@@ -31,7 +31,6 @@ mod multiline;
 mod tail;
 
 use std::collections::HashSet;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -345,55 +344,51 @@ impl FileMetrics {
 }
 
 fn register_metrics(cx: &SourceContext, m: Arc<FileMetrics>, progress: checkpoint::Progress) {
-    let labels = format!("component_id=\"{}\",component_kind=\"source\",component_type=\"file\"", cx.id);
     cx.registry.add_collector(
         &cx.id,
         Arc::new(move |families: &mut Families| {
-            let mut one = |name: &str, kind: &'static str, help: &'static str, v: u64| {
-                let _ = writeln!(families.family(name, kind, help), "{name}{{{labels}}} {v}");
-            };
-            one("hostwatch_files_watched", "gauge", "Files a file source follows.", m.watched.load(Relaxed));
-            one("hostwatch_files_open", "gauge", "Files a file source holds open.", m.open.load(Relaxed));
-            one(
+            families.gauge(
+                "hostwatch_files_watched",
+                "Files a file source follows.",
+                m.watched.load(Relaxed),
+            );
+            families.gauge("hostwatch_files_open", "Files a file source holds open.", m.open.load(Relaxed));
+            families.counter(
                 "hostwatch_lines_truncated_total",
-                "counter",
                 "Lines cut at max_line_bytes.",
                 m.lines_truncated.load(Relaxed),
             );
-            one(
+            families.counter(
                 "hostwatch_file_rotations_total",
-                "counter",
                 "Files renamed away or deleted while read.",
                 m.rotations.load(Relaxed),
             );
-            one(
+            families.counter(
                 "hostwatch_file_truncations_total",
-                "counter",
                 "Files truncated while read.",
                 m.truncations.load(Relaxed),
             );
-            one(
+            families.counter(
                 "hostwatch_files_unreadable_total",
-                "counter",
                 "Files that could not be opened or read.",
                 m.unreadable.load(Relaxed),
             );
             let Ok(p) = progress.lock() else { return };
-            let name = "hostwatch_file_bytes_behind";
-            let out =
-                families.family(name, "gauge", "Bytes of a file not yet delivered (size minus checkpoint).");
             let mut total = 0;
             for (path, size, acked) in p.values() {
                 let behind = size.saturating_sub(*acked);
                 total += behind;
                 if behind > 0 {
-                    let path = path.replace('\\', "\\\\").replace('"', "\\\"");
-                    let _ = writeln!(out, "{name}{{{labels},file=\"{path}\"}} {behind}");
+                    families.gauge_with(
+                        "hostwatch_file_bytes_behind",
+                        "Bytes of a file not yet delivered (size minus checkpoint).",
+                        ("file", path),
+                        behind,
+                    );
                 }
             }
-            let name = "hostwatch_file_source_bytes_behind";
             let help = "Bytes of all the files of a file source not yet delivered.";
-            let _ = writeln!(families.family(name, "gauge", help), "{name}{{{labels}}} {total}");
+            families.gauge("hostwatch_file_source_bytes_behind", help, total);
         }),
     );
 }

@@ -328,42 +328,39 @@ struct SniffStats {
 
 impl SniffStats {
     fn register(self: &std::sync::Arc<Self>, cx: &SourceContext) {
-        let labels =
-            format!("component_id=\"{}\",component_kind=\"source\",component_type=\"http_capture\"", cx.id);
         let s = self.clone();
         cx.registry.add_collector(
             &cx.id,
             std::sync::Arc::new(move |families: &mut crate::pipeline::metrics::Families| {
-                use std::fmt::Write as _;
-                let mut metric = |name: &str, kind: &'static str, help: &'static str, v: &AtomicU64| {
-                    let v = v.load(Relaxed);
-                    let _ = writeln!(families.family(name, kind, help), "{name}{{{labels}}} {v}");
-                };
-                metric(
+                families.counter(
                     "hostwatch_http_capture_packets_total",
-                    "counter",
                     "TCP segments captured.",
-                    &s.packets,
+                    s.packets.load(Relaxed),
                 );
-                metric(
+                families.counter(
                     "hostwatch_http_capture_kernel_drops_total",
-                    "counter",
                     "Segments the kernel dropped because the capture ring was full.",
-                    &s.kernel_drops,
+                    s.kernel_drops.load(Relaxed),
                 );
-                metric("hostwatch_http_capture_flows", "gauge", "Connections followed.", &s.flows);
-                metric(
+                families.gauge(
+                    "hostwatch_http_capture_flows",
+                    "Connections followed.",
+                    s.flows.load(Relaxed),
+                );
+                families.counter(
                     "hostwatch_http_capture_flows_refused_total",
-                    "counter",
                     "Connections not followed because max_flows were.",
-                    &s.flows_refused,
+                    s.flows_refused.load(Relaxed),
                 );
-                metric("hostwatch_http_capture_gaps_total", "counter", "Holes in captured streams.", &s.gaps);
-                metric(
+                families.counter(
+                    "hostwatch_http_capture_gaps_total",
+                    "Holes in captured streams.",
+                    s.gaps.load(Relaxed),
+                );
+                families.counter(
                     "hostwatch_http_capture_malformed_total",
-                    "counter",
                     "Streams that could not be parsed as HTTP/1.",
-                    &s.malformed,
+                    s.malformed.load(Relaxed),
                 );
             }),
         );

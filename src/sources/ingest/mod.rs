@@ -214,19 +214,18 @@ fn register_metrics(
     connections: impl Fn() -> usize + Send + Sync + 'static,
     shared: Arc<Shared>,
 ) {
-    use std::fmt::Write as _;
-    let labels = format!("component_id=\"{}\",component_kind=\"source\",component_type=\"ingest\"", cx.id);
     cx.registry.add_collector(
         &cx.id,
         Arc::new(move |families: &mut Families| {
-            let mut gauge = |name: &str, help: &'static str, v: usize| {
-                let _ = writeln!(families.family(name, "gauge", help), "{name}{{{labels}}} {v}");
-            };
-            gauge("hostwatch_ingest_connections", "Connections open to an ingest source.", connections());
-            gauge(
+            families.gauge(
+                "hostwatch_ingest_connections",
+                "Connections open to an ingest source.",
+                connections() as u64,
+            );
+            families.gauge(
                 "hostwatch_ingest_buffered_body_bytes",
                 "Memory held by the request bodies an ingest source is receiving.",
-                shared.budget.used(),
+                shared.budget.used() as u64,
             );
         }),
     );
