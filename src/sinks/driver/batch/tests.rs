@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::event::path::FieldPath;
 use crate::event::{EventId, Map, Str, Value, ack};
 
 fn event(n: i64) -> Event {
