@@ -284,7 +284,7 @@ fn parse_file(file: &Path, text: &str) -> Vec<Item> {
         };
         let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
         let derives = attrs.iter().any(|a| a.starts_with("#[derive(") && a.contains("Deserialize"));
-        let agent_config = name == "Config" && file.ends_with("config/mod.rs");
+        let agent_config = name == "Config" && file.ends_with("topology/config.rs");
         let container: String = attrs.iter().filter(|a| a.starts_with("#[serde(")).cloned().collect();
         attrs.clear();
         if !rest.trim_end().ends_with('{') {
@@ -696,7 +696,7 @@ fn reference(src: &Path) -> Result<String, Error> {
         |name: &str| all.iter().filter(|(_, _, list)| list.iter().any(|(n, _)| n == name)).count() > 1;
 
     out.push_str("## The agent\n\nThe top level of the config file.\n\n");
-    let agent = find(&src.join("config/mod.rs"), "Config")?;
+    let agent = find(&src.join("topology/config.rs"), "Config")?;
     // The agent's Config is built by hand from the YAML; these of its
     // fields are keys of the file (the others are worked out).
     let keys = ["data_dir", "hostname", "shutdown_timeout", "api", "log"];
@@ -749,10 +749,10 @@ fn reference(src: &Path) -> Result<String, Error> {
             out.push_str("### Settings of every sink\n\n");
             out.push_str("| option | type | default | description |\n|---|---|---|---|\n");
             for (key, file, name) in [
-                ("batch", "batch.rs", "BatchConfig"),
+                ("batch", "sinks/driver/batch.rs", "BatchConfig"),
                 ("buffer", "buffer/mod.rs", "BufferConfig"),
-                ("request", "retry.rs", "RequestConfig"),
-                ("dead_letter", "sinks/dead_letter.rs", "DeadLetterConfig"),
+                ("request", "sinks/driver/retry.rs", "RequestConfig"),
+                ("dead_letter", "sinks/driver/dead_letter.rs", "DeadLetterConfig"),
             ] {
                 rows(&mut out, &index, find(&src.join(file), name)?, &format!("{key}."), 0);
             }

@@ -4,10 +4,10 @@
 //! elements), for log-line-shaped events as the file source makes them.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use hostwatch::batch::{BatchLimits, Batcher, Compression};
 use hostwatch::event::encode::Codec;
 use hostwatch::event::id::IdGen;
 use hostwatch::event::{AckSet, Event, EventBatch, EventId, Map, Str, Value};
+use hostwatch::sinks::driver::batch::{BatchLimits, Batcher, Compression};
 
 fn log_events(n: usize) -> Vec<Event> {
     let mut ids = IdGen::new();

@@ -5,7 +5,8 @@ use hostwatch::config::yaml;
 use hostwatch::event::{AckSet, Event, EventBatch, EventId, Map, Str, Value};
 use hostwatch::expr::Expr;
 use hostwatch::pipeline::metrics::ComponentMetrics;
-use hostwatch::transforms::{Outputs, TransformConfig};
+use hostwatch::transforms::TransformConfig;
+use hostwatch::transforms::common::Outputs;
 use std::sync::Arc;
 
 fn line_event(message: String, data: Option<Value>) -> Event {

@@ -29,7 +29,7 @@ async fn main() {
             other => panic!("unknown argument {other}"),
         }
     }
-    hostwatch::sinks::http::install_crypto_provider();
+    hostwatch::util::tls::install_crypto_provider();
     let client = reqwest::Client::new();
     let started = Instant::now();
     let per_connection = events / connections;

@@ -1,33 +1,36 @@
 //! hostwatch: a host agent that turns logs, host state, HTTP traffic and
 //! application events into CloudEvents and ships them without losing any.
 //!
-//! - [`cli`]: the command line (`run`, `validate`, `example`).
-//! - [`config`]: the YAML model, environment interpolation, validation with positions.
+//! The modules, bottom up; each imports only those above it in this list
+//! (`tests/layers.rs` keeps it so), and no component imports another.
+//!
 //! - [`event`]: the CloudEvents event, its encodings, ids, times and acknowledgements.
-//! - [`pipeline`]: the component graph, its channels, fan-out, metrics and shutdown.
-//! - [`sources`]: where events come from (`file`, `host`, `fs_watch`, `http_capture`, `ingest`, `agent`, `generator`).
-//! - [`transforms`]: what happens to them on the way (`parse`, `filter`, `sample`, `throttle`, `dedupe`, `remap`, `route`).
-//! - [`sinks`]: where they go (`console`, `file`, `http`, `kafka`, `amqp`, `nats`, `mqtt`, `redis`), with the shared sink driver.
-//! - [`buffer`]: the buffer in front of each sink.
-//! - [`batch`]: batching, encoding and compression for sinks.
-//! - [`retry`]: request settings, backoff and the outcome of a send.
-//! - [`template`]: destinations that depend on the event (`{type}`, `%Y-%m-%d`).
-//! - [`api`]: `/health` and `/metrics`.
+//! - [`pipeline`]: the primitives of the graph: bounded channels, fan-out, the metrics registry.
+//! - [`util`]: small shared helpers (redaction, TLS, bearer auth, the bounded HTTP server, system figures).
+//! - [`config`]: the configuration's vocabulary: units, positions, errors, YAML loading, secrets.
+//! - [`expr`]: the expression language of `filter`, `route`, `remap` and `sample`.
+//! - [`buffer`]: the memory and disk buffers in front of each sink.
+//! - [`sinks::driver`]: the shared sink machinery: batching, retries, dead letters, acknowledgements.
+//! - [`sources`], [`transforms`], [`sinks`]: one module per component `type`, and each kind's list of types.
+//! - [`topology`]: the whole config, the graph built and started, reload, shutdown.
+//! - [`api`]: `/health`, `/metrics` and `/reload`.
 //! - [`notify`]: systemd notifications (ready, reloading, stopping) and the watchdog.
-//! - [`util`]: small shared helpers (redacting secrets from what is printed or stored).
+//! - [`commands`]: `validate`, `example`, `buffer`, `dead-letters`.
+//! - [`daemon`]: `run`: start, signals, reload, stop.
+//! - [`cli`]: the command line's arguments, and dispatch.
 
 pub mod api;
-pub mod batch;
 pub mod buffer;
 pub mod cli;
+pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod event;
 pub mod expr;
 pub mod notify;
 pub mod pipeline;
-pub mod retry;
 pub mod sinks;
 pub mod sources;
-pub mod template;
+pub mod topology;
 pub mod transforms;
 pub mod util;

@@ -127,7 +127,7 @@ async fn every_transaction_once(proxy: bool) {
     let base = format!("http://127.0.0.1:{port}");
 
     // 1,000 requests over keep-alive connections: mixed methods and answers.
-    hostwatch::sinks::http::install_crypto_provider();
+    hostwatch::util::tls::install_crypto_provider();
     let client = reqwest::Client::builder().pool_max_idle_per_host(4).build().unwrap();
     let paths = ["/ok", "/missing", "/fail", "/chunked", "/echo"];
     let mut expected = std::collections::HashMap::new();

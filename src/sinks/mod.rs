@@ -1,447 +1,127 @@
-//! Sinks: where events go. One module per `type`.
+//! Sinks: where events go. One module per `type`, and the list of them.
 //!
 //! A sink type only knows how to send one encoded batch and whether it was
-//! accepted. Everything else is shared and lives here and in `batch`,
-//! `buffer` and `retry`: the buffer in front of the sink, batching and
-//! encoding, compression, concurrent requests, retries, dead letters and
-//! acknowledgements.
+//! accepted ([`driver::Transport`]). Everything else is shared and lives in
+//! [`driver`]: batching and encoding, compression, concurrent requests,
+//! retries, dead letters and acknowledgements; and in `buffer`, the buffer
+//! in front of the sink.
 
 pub mod amqp;
 pub mod console;
-pub mod dead_letter;
+pub mod driver;
 pub mod file;
 pub mod http;
 pub mod kafka;
 pub mod mqtt;
 pub mod nats;
-pub mod redeliver;
 pub mod redis;
-mod throttle;
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
-use tokio::time::Instant;
-
-use crate::batch::{BatchConfig, BatchLimits, Batcher, Compression, EncodedBatch, Framing, Partitioner};
-use crate::buffer::BufferConfig;
 use crate::config::BuildError;
 use crate::config::yaml::{self, Node};
-use crate::event::BatchStatus;
-use crate::event::encode::Codec;
-use crate::pipeline::channel::{Limits, Receiver};
-use crate::pipeline::metrics::{ComponentMetrics, DropReason, State};
-use crate::retry::{Backoff, RequestConfig, RequestSettings, SendError};
-use dead_letter::{DeadLetterConfig, DeadLetters};
-use throttle::Throttle;
+use crate::pipeline::metrics::ComponentMetrics;
+use driver::batch::EncodedBatch;
+use driver::retry::SendError;
+use driver::{BuildContext, BuiltSink, Common, Transport};
 
-/// Every sink type, with its documented example.
-pub const TYPES: &[(&str, &str)] = &[
-    ("amqp", include_str!("amqp/example.yaml")),
-    ("console", include_str!("console/example.yaml")),
-    ("file", include_str!("file/example.yaml")),
-    ("http", include_str!("http/example.yaml")),
-    ("kafka", include_str!("kafka/example.yaml")),
-    ("mqtt", include_str!("mqtt/example.yaml")),
-    ("nats", include_str!("nats/example.yaml")),
-    ("redis", include_str!("redis/example.yaml")),
-];
+/// The list of sink types, written once: each line gives the type's name,
+/// its documented example, its variant and its module (which has `Config`,
+/// `Sink` and `build`). It makes [`TYPES`], [`SinkKind`], [`Sink`] and their
+/// dispatch.
+macro_rules! sink_types {
+    ($(($name:literal, $example:expr) => $variant:ident($module:ident),)*) => {
+        /// Every sink type, with its documented example.
+        pub const TYPES: &[(&str, &str)] = &[$(($name, $example)),*];
+
+        /// The settings of a sink's type.
+        #[derive(Debug, Clone)]
+        pub enum SinkKind {
+            $($variant($module::Config),)*
+        }
+
+        /// A built sink type: sends one encoded batch.
+        pub enum Sink {
+            $($variant($module::Sink),)*
+        }
+
+        impl SinkKind {
+            /// Reads the settings of type `ty`; `None` for an unknown type.
+            fn from_node(ty: &str, node: &Node) -> Result<Option<Self>, yaml::Error> {
+                Ok(Some(match ty {
+                    $($name => SinkKind::$variant(yaml::from_node(node)?),)*
+                    _ => return Ok(None),
+                }))
+            }
+
+            fn build(&self, cx: &BuildContext) -> Result<(Sink, driver::Parts), BuildError> {
+                Ok(match self {
+                    $(SinkKind::$variant(c) => {
+                        let (sink, parts) = $module::build(c, cx)?;
+                        (Sink::$variant(sink), parts)
+                    })*
+                })
+            }
+        }
+
+        impl Sink {
+            async fn dispatch_send(&self, batch: &EncodedBatch, metrics: &ComponentMetrics) -> Result<(), SendError> {
+                match self {
+                    $(Sink::$variant(s) => s.send(batch, metrics).await,)*
+                }
+            }
+
+            async fn dispatch_healthcheck(&self, timeout: Duration) -> Result<(), String> {
+                match self {
+                    $(Sink::$variant(s) => s.healthcheck(timeout).await,)*
+                }
+            }
+        }
+    };
+}
+
+sink_types! {
+    ("amqp", include_str!("amqp/example.yaml")) => Amqp(amqp),
+    ("console", include_str!("console/example.yaml")) => Console(console),
+    ("file", include_str!("file/example.yaml")) => File(file),
+    ("http", include_str!("http/example.yaml")) => Http(http),
+    ("kafka", include_str!("kafka/example.yaml")) => Kafka(kafka),
+    ("mqtt", include_str!("mqtt/example.yaml")) => Mqtt(mqtt),
+    ("nats", include_str!("nats/example.yaml")) => Nats(nats),
+    ("redis", include_str!("redis/example.yaml")) => Redis(redis),
+}
 
 /// The settings of one sink: what every sink has, and its type's own.
 #[derive(Debug, Clone)]
 pub struct SinkConfig {
-    pub batch: BatchConfig,
-    pub buffer: BufferConfig,
-    pub request: RequestConfig,
-    pub dead_letter: DeadLetterConfig,
+    pub common: Common,
     pub kind: SinkKind,
-}
-
-#[derive(Debug, Clone)]
-pub enum SinkKind {
-    Console(console::Config),
-    File(file::Config),
-    Http(http::Config),
-    Kafka(kafka::Config),
-    Amqp(amqp::Config),
-    Nats(nats::Config),
-    Mqtt(mqtt::Config),
-    Redis(redis::Config),
 }
 
 impl SinkConfig {
     /// Reads the settings of a sink of type `ty`; `None` for an unknown type.
     pub fn from_node(ty: &str, node: &Node) -> Result<Option<Self>, yaml::Error> {
         let mut node = node.clone();
-        let mut common = |key: &str| -> Option<Node> { node.take(key).map(|(_, v)| v) };
-        let batch = common("batch");
-        let buffer = common("buffer");
-        let request = common("request");
-        let dead_letter = common("dead_letter");
-        fn part<T: serde::de::DeserializeOwned + Default>(
-            n: &Option<Node>,
-            key: &str,
-        ) -> Result<T, yaml::Error> {
-            match n {
-                Some(n) => yaml::from_node(n).map_err(|e| e.within(key.to_string())),
-                None => Ok(T::default()),
-            }
-        }
-        let kind = match ty {
-            "console" => SinkKind::Console(yaml::from_node(&node)?),
-            "file" => SinkKind::File(yaml::from_node(&node)?),
-            "http" => SinkKind::Http(yaml::from_node(&node)?),
-            "kafka" => SinkKind::Kafka(yaml::from_node(&node)?),
-            "amqp" => SinkKind::Amqp(yaml::from_node(&node)?),
-            "nats" => SinkKind::Nats(yaml::from_node(&node)?),
-            "mqtt" => SinkKind::Mqtt(yaml::from_node(&node)?),
-            "redis" => SinkKind::Redis(yaml::from_node(&node)?),
-            _ => return Ok(None),
-        };
-        Ok(Some(SinkConfig {
-            batch: part(&batch, "batch")?,
-            buffer: part(&buffer, "buffer")?,
-            request: part(&request, "request")?,
-            dead_letter: part(&dead_letter, "dead_letter")?,
-            kind,
-        }))
+        let common = Common::take(&mut node);
+        let Some(kind) = SinkKind::from_node(ty, &node)? else { return Ok(None) };
+        Ok(Some(SinkConfig { common: common?, kind }))
     }
 
     /// Checks what can be checked before anything runs, and builds the sink.
-    pub fn build(&self, id: &str, data_dir: &Path) -> Result<BuiltSink, BuildError> {
-        let (sink, parts) = match &self.kind {
-            SinkKind::Console(c) => console::build(c)?,
-            SinkKind::File(c) => file::build(c)?,
-            SinkKind::Http(c) => http::build(c)?,
-            SinkKind::Kafka(c) => kafka::build(c, self.request.timeout_or_default())?,
-            SinkKind::Amqp(c) => amqp::build(c)?,
-            SinkKind::Nats(c) => nats::build(c)?,
-            SinkKind::Mqtt(c) => mqtt::build(c, id)?,
-            SinkKind::Redis(c) => redis::build(c)?,
-        };
-        let limits = self.batch.resolve(parts.batch)?;
-        let request = self.request.resolve(parts.concurrency, parts.max_concurrency)?;
-        Ok(BuiltSink {
-            sink,
-            batcher: match parts.framing {
-                Some(f) => Batcher::new(limits, parts.codec, parts.compression).with_messages(f),
-                None => Batcher::new(limits, parts.codec, parts.compression),
-            },
-            partitioner: parts.partitioner,
-            buffer: self.buffer.limits()?,
-            disk: self.buffer.disk()?,
-            request,
-            dead_letters: DeadLetters::new(dead_letter_dir(data_dir, id), self.dead_letter.resolve()?),
-        })
+    pub fn build(&self, id: &str, data_dir: &Path) -> Result<BuiltSink<Sink>, BuildError> {
+        let cx = BuildContext { id, request_timeout: self.common.request.timeout_or_default() };
+        let (sink, parts) = self.kind.build(&cx)?;
+        self.common.build(sink, parts, id, data_dir)
     }
 }
 
-/// Where the dead letters of sink `id` are kept.
-pub fn dead_letter_dir(data_dir: &Path, id: &str) -> std::path::PathBuf {
-    data_dir.join("dead").join(id)
-}
-
-/// Where a sink sends: one fixed place, or a template rendered per event
-/// (the batcher then keeps one batch per rendered destination).
-pub struct Destination {
-    fixed: Option<String>,
-}
-
-impl Destination {
-    /// Parses a destination template; with it, the partitioner for `Parts`
-    /// when the destination depends on the event. Field values pass
-    /// through `clean` (see `Template::render`).
-    pub fn new(
-        spec: &crate::config::Spanned<String>,
-        clean: fn(&str, &mut String),
-    ) -> Result<(Self, Option<Box<Partitioner>>), BuildError> {
-        let mut tpl =
-            crate::template::Template::parse(&spec.value).map_err(|e| BuildError::at(spec.pos, e))?;
-        if tpl.is_constant() {
-            return Ok((Destination { fixed: Some(spec.value.clone()) }, None));
-        }
-        let partitioner: Box<Partitioner> =
-            Box::new(move |event, out: &mut String| tpl.render(event, out, clean));
-        Ok((Destination { fixed: None }, Some(partitioner)))
-    }
-
-    /// Where `batch` goes.
-    pub fn of<'a>(&'a self, batch: &'a EncodedBatch) -> Result<&'a str, SendError> {
-        self.fixed
-            .as_deref()
-            .or(batch.partition.as_deref())
-            .ok_or_else(|| SendError::Permanent("the batch has no destination".to_string()))
-    }
-}
-
-/// What a sink type's build tells the shared machinery.
-pub struct Parts {
-    pub codec: Codec,
-    pub compression: Compression,
-    /// Batch limits unless the config says otherwise.
-    pub batch: BatchLimits,
-    pub concurrency: usize,
-    pub max_concurrency: usize,
-    pub partitioner: Option<Box<Partitioner>>,
-    /// Set by sinks that publish each event as a message of its own.
-    pub framing: Option<Framing>,
-}
-
-impl Parts {
-    /// A broker sink's: each event a message of its own, four batches in
-    /// flight unless the config says otherwise.
-    pub fn messages(framing: Framing, partitioner: Option<Box<Partitioner>>) -> Parts {
-        Parts {
-            codec: Codec::Ndjson,
-            compression: Compression::None,
-            batch: BatchLimits::DEFAULT,
-            concurrency: 4,
-            max_concurrency: 64,
-            partitioner,
-            framing: Some(framing),
-        }
-    }
-}
-
-/// A built sink type: sends one encoded batch.
-pub enum Sink {
-    Console(console::Sink),
-    File(file::Sink),
-    Http(http::Sink),
-    Kafka(kafka::Sink),
-    Amqp(amqp::Sink),
-    Nats(nats::Sink),
-    Mqtt(mqtt::Sink),
-    Redis(redis::Sink),
-}
-
-impl Sink {
+impl Transport for Sink {
     async fn send(&self, batch: &EncodedBatch, metrics: &ComponentMetrics) -> Result<(), SendError> {
-        let result = match self {
-            Sink::Console(s) => s.send(batch).await,
-            Sink::File(s) => s.send(batch).await,
-            Sink::Http(s) => s.send(batch).await,
-            Sink::Kafka(s) => s.send(batch, metrics).await,
-            Sink::Amqp(s) => s.send(batch, metrics).await,
-            Sink::Nats(s) => s.send(batch, metrics).await,
-            Sink::Mqtt(s) => s.send(batch, metrics).await,
-            Sink::Redis(s) => s.send(batch, metrics).await,
-        };
-        result.map_err(SendError::scrubbed)
+        self.dispatch_send(batch, metrics).await.map_err(SendError::scrubbed)
     }
 
-    /// Whether the destination answers (brokers: a connection, or the
-    /// cluster's metadata). Sinks without a remote end are always healthy.
-    pub async fn healthcheck(&self, timeout: Duration) -> Result<(), String> {
-        let result = match self {
-            Sink::Console(_) | Sink::File(_) => Ok(()),
-            Sink::Http(s) => s.healthcheck(timeout).await,
-            Sink::Kafka(s) => s.healthcheck(timeout).await,
-            Sink::Amqp(s) => s.healthcheck().await,
-            Sink::Nats(s) => s.healthcheck().await,
-            Sink::Mqtt(s) => s.healthcheck().await,
-            Sink::Redis(s) => s.healthcheck().await,
-        };
-        result.map_err(|e| crate::util::redact::scrub(&e).into_owned())
-    }
-}
-
-/// Counts a broker sink's published, unconfirmed messages in its metrics;
-/// whatever is left when it is dropped (a cancelled request) is taken back.
-pub struct Unconfirmed<'a> {
-    gauge: &'a AtomicU64,
-    left: u64,
-}
-
-impl<'a> Unconfirmed<'a> {
-    pub fn new(gauge: &'a AtomicU64, n: usize) -> Self {
-        gauge.fetch_add(n as u64, Relaxed);
-        Unconfirmed { gauge, left: n as u64 }
-    }
-
-    pub fn confirmed(&mut self, n: u64) {
-        let n = n.min(self.left);
-        self.left -= n;
-        self.gauge.fetch_sub(n, Relaxed);
-    }
-}
-
-impl Drop for Unconfirmed<'_> {
-    fn drop(&mut self) {
-        self.gauge.fetch_sub(self.left, Relaxed);
-    }
-}
-
-/// A sink with its machinery, ready to run.
-pub struct BuiltSink {
-    pub sink: Sink,
-    batcher: Batcher,
-    partitioner: Option<Box<Partitioner>>,
-    /// The limits of the sink's input channel: its memory buffer.
-    pub buffer: Limits,
-    /// A disk buffer behind the input channel.
-    pub disk: Option<crate::buffer::DiskLimits>,
-    request: RequestSettings,
-    dead_letters: DeadLetters,
-}
-
-/// What the requests of one sink share: its settings, and how often it has
-/// already said that it is in trouble.
-struct Shared<'a> {
-    sink: &'a Sink,
-    request: RequestSettings,
-    metrics: &'a ComponentMetrics,
-    dead_letters: &'a DeadLetters,
-    auth: Throttle,
-    refused: Throttle,
-}
-
-// === the driver ===
-
-impl BuiltSink {
-    /// Runs until the input is closed and everything taken in has been
-    /// delivered or dead-lettered.
-    pub async fn run(self, mut input: Receiver, metrics: Arc<ComponentMetrics>) -> Result<(), String> {
-        let BuiltSink { sink, mut batcher, mut partitioner, request, dead_letters, .. } = self;
-        let shared = Shared {
-            sink: &sink,
-            request,
-            metrics: &metrics,
-            dead_letters: &dead_letters,
-            auth: Throttle::default(),
-            refused: Throttle::default(),
-        };
-        let mut inflight = FuturesUnordered::new();
-        let mut input_open = true;
-        // Letters that expired while the agent was stopped go now, and the
-        // rest as they expire.
-        dead_letters.enforce_in_background(&metrics, true).await;
-        let mut sweep = tokio::time::interval(dead_letters.sweep_interval());
-        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        sweep.reset();
-        metrics.set_state(State::Running);
-        // Say so at once if the destination is not there; the events wait.
-        if let Err(e) = sink.healthcheck(Duration::from_secs(5)).await {
-            tracing::warn!(component = %metrics.id, "not reachable at start, events wait for it: {e}");
-            metrics.set_error(Some(e));
-        }
-        loop {
-            while inflight.len() < request.concurrency {
-                let Some(batch) = batcher.pop() else { break };
-                inflight.push(deliver(&shared, batch));
-            }
-            if !input_open && batcher.is_empty() && inflight.is_empty() {
-                break;
-            }
-            let deadline = batcher.next_deadline();
-            tokio::select! {
-                Some(()) = inflight.next(), if !inflight.is_empty() => {}
-                // Take no more input while closed batches wait for a request
-                // slot: the buffer fills and the sources slow down.
-                batch = input.recv(), if input_open && batcher.ready_len() == 0 => match batch {
-                    Some(batch) => {
-                        metrics.add_in(batch.len());
-                        batcher.push(batch, partitioner.as_deref_mut());
-                    }
-                    None => {
-                        input_open = false;
-                        batcher.flush_all();
-                    }
-                },
-                _ = sleep_until(deadline), if deadline.is_some() => batcher.flush_due(Instant::now()),
-                _ = sweep.tick() => dead_letters.enforce_in_background(&metrics, true).await,
-            }
-        }
-        metrics.set_state(State::Stopped);
-        Ok(())
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    if let Some(d) = deadline {
-        tokio::time::sleep_until(d).await;
-    }
-}
-
-/// Sends one batch until it is delivered or refused for good, and settles
-/// its acknowledgements accordingly.
-async fn deliver(shared: &Shared<'_>, batch: EncodedBatch) {
-    let Shared { sink, request, metrics, .. } = shared;
-    let mut backoff = Backoff::new(request);
-    let mut failures = 0u32;
-    loop {
-        metrics.requests.fetch_add(1, Relaxed);
-        let started = std::time::Instant::now();
-        let result = match tokio::time::timeout(request.timeout, sink.send(&batch, metrics)).await {
-            Ok(r) => r,
-            Err(_) => Err(SendError::retry(format!(
-                "no answer within {}",
-                humantime::format_duration(request.timeout)
-            ))),
-        };
-        metrics.observe_request(started.elapsed());
-        match result {
-            Ok(()) => {
-                metrics.add_out(batch.events);
-                metrics.bytes_out.fetch_add(batch.body.len() as u64, Relaxed);
-                if shared.auth.recovered() {
-                    throttle::auth_recovered(&metrics.id);
-                }
-                if failures > 0 {
-                    tracing::info!(component = %metrics.id, attempts = failures + 1, "delivered after retrying");
-                    metrics.set_state(State::Running);
-                    metrics.set_error(None);
-                }
-                batch.acks.settle(BatchStatus::Delivered);
-                return;
-            }
-            Err(SendError::Retry { after, reason }) => {
-                failures += 1;
-                metrics.retries.fetch_add(1, Relaxed);
-                metrics.set_state(State::Retrying);
-                let delay = backoff.delay(after);
-                let retry_in = humantime::format_duration(Duration::from_millis(delay.as_millis() as u64));
-                if metrics.set_error(Some(reason.clone())) {
-                    tracing::warn!(component = %metrics.id, events = batch.events, attempt = failures, %retry_in, "{reason}");
-                } else {
-                    tracing::debug!(component = %metrics.id, events = batch.events, attempt = failures, %retry_in, "{reason}");
-                }
-                tokio::time::sleep(delay).await;
-            }
-            // The batch is fine: it waits (and the sources with it) until
-            // the credentials are fixed.
-            Err(SendError::Auth(reason)) => {
-                failures += 1;
-                metrics.retries.fetch_add(1, Relaxed);
-                metrics.set_state(State::AuthFailed);
-                let delay = backoff.for_auth();
-                throttle::auth_failed(&metrics.id, shared.auth.failed(), batch.events, delay, &reason);
-                metrics.set_error(Some(reason));
-                tokio::time::sleep(delay).await;
-            }
-            Err(SendError::Permanent(reason)) => {
-                metrics.add_dropped(DropReason::DeadLettered, batch.events);
-                let written = shared
-                    .dead_letters
-                    .write(&batch, &reason, metrics)
-                    .await
-                    .map(|p| p.display().to_string())
-                    .map_err(|e| format!("{}: {e}", shared.dead_letters.dir.display()));
-                throttle::dead_lettered(
-                    &metrics.id,
-                    shared.refused.failed(),
-                    batch.events,
-                    &reason,
-                    &written,
-                );
-                metrics.set_error(Some(reason));
-                batch.acks.settle(BatchStatus::Rejected);
-                return;
-            }
-        }
+    async fn healthcheck(&self, timeout: Duration) -> Result<(), String> {
+        self.dispatch_healthcheck(timeout).await.map_err(|e| crate::util::redact::scrub(&e).into_owned())
     }
 }

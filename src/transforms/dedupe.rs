@@ -9,11 +9,11 @@ use std::time::Instant;
 
 use serde::Deserialize;
 
-use super::Outputs;
 use crate::config::{BuildError, Duration as ConfigDuration, Spanned};
 use crate::event::EventBatch;
 use crate::event::path::FieldPath;
 use crate::pipeline::metrics::DropReason;
+use crate::transforms::common::Outputs;
 use crate::util::hash::stable_hash;
 
 /// `type: dedupe`

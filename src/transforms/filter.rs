@@ -3,11 +3,11 @@
 
 use serde::Deserialize;
 
-use super::{OnError, Outputs};
 use crate::config::{BuildError, Spanned};
 use crate::event::EventBatch;
 use crate::expr::Expr;
 use crate::pipeline::metrics::DropReason;
+use crate::transforms::common::{OnError, Outputs};
 
 /// `type: filter`
 #[derive(Clone, Debug, Deserialize)]
@@ -30,7 +30,7 @@ pub struct Filter {
 
 impl Filter {
     pub fn new(config: &Config) -> Result<Self, BuildError> {
-        Ok(Filter { condition: super::compile(&config.condition)?, on_error: config.on_error })
+        Ok(Filter { condition: super::common::compile(&config.condition)?, on_error: config.on_error })
     }
 
     pub fn process(&mut self, mut batch: EventBatch, out: &mut Outputs) {

@@ -5,6 +5,7 @@
 //! for their source: the batch's acknowledgement goes on with the events
 //! that remain, and a batch left empty is settled as delivered.
 
+pub mod common;
 pub mod dedupe;
 pub mod filter;
 pub mod parse;
@@ -15,54 +16,72 @@ pub mod throttle;
 
 use std::sync::Arc;
 
-use serde::Deserialize;
-
+use crate::config::BuildError;
 use crate::config::yaml::{self, Node};
-use crate::config::{BuildError, Spanned};
 use crate::event::{BatchStatus, EventBatch};
-use crate::expr::{EvalError, Expr};
 use crate::pipeline::channel::Receiver;
 use crate::pipeline::fanout::Fanout;
 use crate::pipeline::metrics::{ComponentMetrics, State};
+use common::Outputs;
 
-/// Every transform type, with its documented example.
-pub const TYPES: &[(&str, &str)] = &[
-    ("dedupe", include_str!("dedupe.yaml")),
-    ("filter", include_str!("filter.yaml")),
-    ("parse", include_str!("parse.yaml")),
-    ("remap", include_str!("remap.yaml")),
-    ("route", include_str!("route.yaml")),
-    ("sample", include_str!("sample.yaml")),
-    ("throttle", include_str!("throttle.yaml")),
-];
+/// The list of transform types, written once: each line gives the type's
+/// name, its documented example, its variant and its module with the
+/// transform's type (made by `new(&Config)`). It makes [`TYPES`],
+/// [`TransformConfig`], [`Transform`] and their dispatch.
+macro_rules! transform_types {
+    ($(($name:literal, $example:expr) => $variant:ident($module:ident::$built:ident),)*) => {
+        /// Every transform type, with its documented example.
+        pub const TYPES: &[(&str, &str)] = &[$(($name, $example)),*];
 
-/// The settings of one transform, by `type`.
-#[derive(Debug, Clone)]
-pub enum TransformConfig {
-    Dedupe(dedupe::Config),
-    Filter(filter::Config),
-    Parse(parse::Config),
-    Remap(remap::Config),
-    Route(route::Config),
-    Sample(sample::Config),
-    Throttle(throttle::Config),
+        /// The settings of one transform, by `type`.
+        #[derive(Debug, Clone)]
+        pub enum TransformConfig {
+            $($variant($module::Config),)*
+        }
+
+        /// A built transform.
+        pub enum Transform {
+            $($variant($module::$built),)*
+        }
+
+        impl TransformConfig {
+            /// Reads the settings of a transform of type `ty`; `None` for an unknown type.
+            pub fn from_node(ty: &str, node: &Node) -> Result<Option<Self>, yaml::Error> {
+                Ok(Some(match ty {
+                    $($name => TransformConfig::$variant(yaml::from_node(node)?),)*
+                    _ => return Ok(None),
+                }))
+            }
+
+            /// Checks what can be checked before anything runs, and builds the transform.
+            pub fn build(&self) -> Result<Transform, BuildError> {
+                Ok(match self {
+                    $(TransformConfig::$variant(c) => Transform::$variant($module::$built::new(c)?),)*
+                })
+            }
+        }
+
+        impl Transform {
+            fn process(&mut self, batch: EventBatch, out: &mut Outputs) {
+                match self {
+                    $(Transform::$variant(t) => t.process(batch, out),)*
+                }
+            }
+        }
+    };
+}
+
+transform_types! {
+    ("dedupe", include_str!("dedupe.yaml")) => Dedupe(dedupe::Dedupe),
+    ("filter", include_str!("filter.yaml")) => Filter(filter::Filter),
+    ("parse", include_str!("parse.yaml")) => Parse(parse::Parse),
+    ("remap", include_str!("remap.yaml")) => Remap(remap::Remap),
+    ("route", include_str!("route.yaml")) => Route(route::Route),
+    ("sample", include_str!("sample.yaml")) => Sample(sample::Sample),
+    ("throttle", include_str!("throttle.yaml")) => Throttle(throttle::Throttle),
 }
 
 impl TransformConfig {
-    /// Reads the settings of a transform of type `ty`; `None` for an unknown type.
-    pub fn from_node(ty: &str, node: &Node) -> Result<Option<Self>, yaml::Error> {
-        Ok(Some(match ty {
-            "dedupe" => TransformConfig::Dedupe(yaml::from_node(node)?),
-            "filter" => TransformConfig::Filter(yaml::from_node(node)?),
-            "parse" => TransformConfig::Parse(yaml::from_node(node)?),
-            "remap" => TransformConfig::Remap(yaml::from_node(node)?),
-            "route" => TransformConfig::Route(yaml::from_node(node)?),
-            "sample" => TransformConfig::Sample(yaml::from_node(node)?),
-            "throttle" => TransformConfig::Throttle(yaml::from_node(node)?),
-            _ => return Ok(None),
-        }))
-    }
-
     /// The named outputs downstream components read as `id.name`; none for
     /// transforms with a single output.
     pub fn outputs(&self) -> Vec<String> {
@@ -71,65 +90,6 @@ impl TransformConfig {
             _ => Vec::new(),
         }
     }
-
-    pub fn build(&self) -> Result<Transform, BuildError> {
-        Ok(match self {
-            TransformConfig::Dedupe(c) => Transform::Dedupe(dedupe::Dedupe::new(c)?),
-            TransformConfig::Filter(c) => Transform::Filter(filter::Filter::new(c)?),
-            TransformConfig::Parse(c) => Transform::Parse(parse::Parse::new(c)?),
-            TransformConfig::Remap(c) => Transform::Remap(remap::Remap::new(c)?),
-            TransformConfig::Route(c) => Transform::Route(route::Route::new(c)?),
-            TransformConfig::Sample(c) => Transform::Sample(sample::Sample::new(c)?),
-            TransformConfig::Throttle(c) => Transform::Throttle(throttle::Throttle::new(c)?),
-        })
-    }
-}
-
-/// A built transform.
-pub enum Transform {
-    Dedupe(dedupe::Dedupe),
-    Filter(filter::Filter),
-    Parse(parse::Parse),
-    Remap(remap::Remap),
-    Route(route::Route),
-    Sample(sample::Sample),
-    Throttle(throttle::Throttle),
-}
-
-/// Where a transform puts what it gives: batches for its outputs (0 is the
-/// only output of most transforms).
-pub struct Outputs {
-    batches: Vec<(usize, EventBatch)>,
-    pub metrics: Arc<ComponentMetrics>,
-}
-
-impl Outputs {
-    pub fn new(metrics: Arc<ComponentMetrics>) -> Self {
-        Outputs { batches: Vec::new(), metrics }
-    }
-
-    pub fn push(&mut self, batch: EventBatch) {
-        self.push_to(0, batch);
-    }
-
-    pub fn push_to(&mut self, output: usize, batch: EventBatch) {
-        if batch.is_empty() {
-            // Everything was dropped on purpose: done, for the source.
-            batch.acks.settle(BatchStatus::Delivered);
-        } else {
-            self.batches.push((output, batch));
-        }
-    }
-
-    /// Counts expression and parse failures by reason.
-    pub fn error(&self, e: &EvalError) {
-        self.metrics.add_error(e.reason, 1);
-    }
-
-    #[cfg(test)]
-    pub fn take(&mut self) -> Vec<(usize, EventBatch)> {
-        std::mem::take(&mut self.batches)
-    }
 }
 
 impl Transform {
@@ -137,18 +97,6 @@ impl Transform {
     #[doc(hidden)]
     pub fn process_for_bench(&mut self, batch: EventBatch, out: &mut Outputs) {
         self.process(batch, out)
-    }
-
-    fn process(&mut self, batch: EventBatch, out: &mut Outputs) {
-        match self {
-            Transform::Dedupe(t) => t.process(batch, out),
-            Transform::Filter(t) => t.process(batch, out),
-            Transform::Parse(t) => t.process(batch, out),
-            Transform::Remap(t) => t.process(batch, out),
-            Transform::Route(t) => t.process(batch, out),
-            Transform::Sample(t) => t.process(batch, out),
-            Transform::Throttle(t) => t.process(batch, out),
-        }
     }
 
     /// Runs until every input has stopped. `outs[i]` is output `i`.
@@ -176,25 +124,6 @@ impl Transform {
         metrics.set_state(State::Stopped);
         Ok(())
     }
-}
-
-/// What happens to an event an expression cannot be evaluated on (a
-/// missing field, a wrong type).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnError {
-    /// It goes on as if the expression did not apply.
-    #[default]
-    Keep,
-    /// It is dropped (and counted).
-    Drop,
-}
-
-/// Compiles a condition or value from the config, naming the YAML position
-/// of the expression and the position inside it when it does not compile.
-pub fn compile(source: &Spanned<String>) -> Result<Expr, BuildError> {
-    Expr::compile(&source.value)
-        .map_err(|e| BuildError::at(source.pos, format!("invalid expression {:?}: {e}", source.value)))
 }
 
 #[cfg(test)]

@@ -17,12 +17,12 @@ use indexmap::IndexMap;
 use regex::Regex;
 use serde::Deserialize;
 
-use super::{OnError, Outputs};
 use crate::config::{BuildError, Spanned};
 use crate::event::path::FieldPath;
 use crate::event::{Event, EventBatch, Map, Str, Value};
 use crate::expr::EvalError;
 use crate::pipeline::metrics::DropReason;
+use crate::transforms::common::{OnError, Outputs};
 
 use self::access_log::access_log;
 use self::logfmt::logfmt;

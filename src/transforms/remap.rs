@@ -4,12 +4,12 @@
 use indexmap::IndexMap;
 use serde::Deserialize;
 
-use super::{OnError, Outputs};
 use crate::config::{BuildError, Spanned};
 use crate::event::path::FieldPath;
 use crate::event::{Event, EventBatch, Map, Str, Value};
 use crate::expr::{EvalError, Expr};
 use crate::pipeline::metrics::DropReason;
+use crate::transforms::common::{OnError, Outputs};
 
 /// `type: remap`
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -116,7 +116,7 @@ impl Remap {
     pub fn new(config: &Config) -> Result<Self, BuildError> {
         let mut set = Vec::new();
         for (target, expr) in &config.set {
-            set.push((Target::parse(target)?, super::compile(expr)?));
+            set.push((Target::parse(target)?, super::common::compile(expr)?));
         }
         let mut rename = Vec::new();
         for (from, to) in &config.rename {

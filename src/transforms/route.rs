@@ -5,10 +5,10 @@
 use indexmap::IndexMap;
 use serde::Deserialize;
 
-use super::Outputs;
 use crate::config::{BuildError, Spanned};
 use crate::event::EventBatch;
 use crate::expr::Expr;
+use crate::transforms::common::Outputs;
 
 /// The output of the events no branch takes.
 pub const UNMATCHED: &str = "_unmatched";
@@ -49,7 +49,7 @@ impl Route {
                     format!("`{name}` cannot name a branch: letters, digits, `_` and `-`, not `_unmatched`"),
                 ));
             }
-            routes.push(super::compile(condition)?);
+            routes.push(super::common::compile(condition)?);
         }
         Ok(Route { routes })
     }

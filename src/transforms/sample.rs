@@ -14,11 +14,11 @@
 
 use serde::Deserialize;
 
-use super::Outputs;
 use crate::config::{BuildError, Spanned};
 use crate::event::path::FieldPath;
 use crate::event::{EventBatch, Str, Value};
 use crate::pipeline::metrics::DropReason;
+use crate::transforms::common::Outputs;
 use crate::util::hash::stable_hash;
 
 /// `type: sample`
@@ -78,7 +78,7 @@ impl Sample {
         };
         let threshold = if rate >= 1.0 { u64::MAX } else { (rate * u64::MAX as f64) as u64 };
         Ok(Sample {
-            keep_if: config.keep_if.as_ref().map(super::compile).transpose()?,
+            keep_if: config.keep_if.as_ref().map(super::common::compile).transpose()?,
             threshold,
             one_in,
             key,

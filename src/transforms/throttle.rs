@@ -7,11 +7,11 @@ use std::time::Instant;
 
 use serde::Deserialize;
 
-use super::Outputs;
 use crate::config::{BuildError, Duration as ConfigDuration, Spanned};
 use crate::event::EventBatch;
 use crate::event::path::FieldPath;
 use crate::pipeline::metrics::DropReason;
+use crate::transforms::common::Outputs;
 
 /// `type: throttle`
 #[derive(Clone, Debug, Deserialize)]

@@ -260,7 +260,7 @@ impl TestPki {
         let key = KeyPair::generate().unwrap();
         let params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
         let cert = params.signed_by(&key, &issuer).unwrap();
-        hostwatch::sinks::http::install_crypto_provider();
+        hostwatch::util::tls::install_crypto_provider();
         let server = tokio_rustls::rustls::ServerConfig::builder()
             .with_no_client_auth()
             .with_single_cert(
@@ -582,7 +582,7 @@ fn reply(status: StatusCode) -> Response<Full<Bytes>> {
 
 /// An HTTP client (rustls needs its crypto provider installed first).
 pub fn client() -> reqwest::Client {
-    hostwatch::sinks::http::install_crypto_provider();
+    hostwatch::util::tls::install_crypto_provider();
     reqwest::Client::new()
 }
 

@@ -17,11 +17,11 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde::Deserialize;
 
-use super::{Parts, Unconfirmed};
-use crate::batch::{EncodedBatch, Framing, Mode, STRUCTURED_CONTENT_TYPE};
 use crate::config::{BuildError, Spanned};
 use crate::pipeline::metrics::ComponentMetrics;
-use crate::retry::SendError;
+use crate::sinks::driver::batch::{EncodedBatch, Framing, Mode, STRUCTURED_CONTENT_TYPE};
+use crate::sinks::driver::retry::SendError;
+use crate::sinks::driver::{BuildContext, Parts, Unconfirmed};
 
 /// `type: amqp`
 #[derive(Clone, Debug, Deserialize)]
@@ -56,19 +56,20 @@ const PUBLISH_GROUP: usize = 64;
 pub struct Sink {
     url: String,
     exchange: ShortString,
-    destination: super::Destination,
+    destination: crate::sinks::driver::Destination,
     mode: Mode,
     persistent: bool,
     channel: tokio::sync::Mutex<Option<(Connection, Channel)>>,
 }
 
-pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
+pub fn build(config: &Config, _cx: &BuildContext) -> Result<(Sink, Parts), BuildError> {
     if !(config.url.value.starts_with("amqp://") || config.url.value.starts_with("amqps://")) {
         return Err(BuildError::at(config.url.pos, "`url` must start with amqp:// or amqps://"));
     }
     let exchange = ShortString::try_new(config.exchange.clone())
         .map_err(|_| BuildError::new("`exchange` is longer than 255 bytes"))?;
-    let (destination, partitioner) = super::Destination::new(&config.routing_key, crate::template::raw)?;
+    let (destination, partitioner) =
+        crate::sinks::driver::Destination::new(&config.routing_key, crate::sinks::driver::template::raw)?;
     let sink = Sink {
         url: config.url.value.clone(),
         exchange,
@@ -78,7 +79,7 @@ pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
         channel: tokio::sync::Mutex::new(None),
     };
     let parts = Parts::messages(Framing { mode: config.mode, key: None }, partitioner);
-    Ok((super::Sink::Amqp(sink), parts))
+    Ok((sink, parts))
 }
 
 impl Sink {
@@ -107,7 +108,7 @@ impl Sink {
         *self.channel.lock().await = None;
     }
 
-    fn properties(&self, m: &crate::batch::Message<'_>) -> BasicProperties {
+    fn properties(&self, m: &crate::sinks::driver::batch::Message<'_>) -> BasicProperties {
         let mut p = BasicProperties::default();
         if self.persistent {
             p = p.with_delivery_mode(2);
@@ -143,7 +144,7 @@ impl Sink {
         // by one costs a trip through lapin's I/O loop per message (twice
         // the CPU), while a whole batch at once holds all its frames in
         // memory (48 MiB instead of 31 at four batches in flight).
-        let todo: Vec<(usize, crate::batch::Message<'_>)> =
+        let todo: Vec<(usize, crate::sinks::driver::batch::Message<'_>)> =
             batch.messages().enumerate().filter(|(i, _)| !batch.is_confirmed(*i)).collect();
         let mut pending = Vec::with_capacity(todo.len());
         let mut failure = None;
@@ -200,7 +201,7 @@ impl Sink {
         }
     }
 
-    pub async fn healthcheck(&self) -> Result<(), String> {
+    pub async fn healthcheck(&self, _timeout: std::time::Duration) -> Result<(), String> {
         self.channel().await.map(|_| ())
     }
 }

@@ -5,11 +5,12 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
-use super::Parts;
-use crate::batch::{BatchLimits, Compression, EncodedBatch};
 use crate::config::BuildError;
 use crate::event::encode::Codec;
-use crate::retry::SendError;
+use crate::pipeline::metrics::ComponentMetrics;
+use crate::sinks::driver::batch::{BatchLimits, Compression, EncodedBatch};
+use crate::sinks::driver::retry::SendError;
+use crate::sinks::driver::{BuildContext, Parts};
 
 /// `type: console`
 #[derive(Clone, Debug, Deserialize)]
@@ -33,7 +34,7 @@ pub struct Sink {
     out: Mutex<tokio::io::Stdout>,
 }
 
-pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
+pub fn build(config: &Config, _cx: &BuildContext) -> Result<(Sink, Parts), BuildError> {
     let codec = match config.encoding {
         Encoding::Ndjson => Codec::Ndjson,
         Encoding::Text => Codec::Text,
@@ -49,11 +50,16 @@ pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
         partitioner: None,
         framing: None,
     };
-    Ok((super::Sink::Console(sink), parts))
+    Ok((sink, parts))
 }
 
 impl Sink {
-    pub async fn send(&self, batch: &EncodedBatch) -> Result<(), SendError> {
+    /// Always healthy: there is no remote end.
+    pub async fn healthcheck(&self, _timeout: std::time::Duration) -> Result<(), String> {
+        Ok(())
+    }
+
+    pub async fn send(&self, batch: &EncodedBatch, _metrics: &ComponentMetrics) -> Result<(), SendError> {
         let mut out = self.out.lock().await;
         let result = async {
             out.write_all(&batch.body).await?;

@@ -11,12 +11,13 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
-use super::Parts;
-use crate::batch::{BatchLimits, Compression, EncodedBatch};
 use crate::config::{BuildError, Spanned};
 use crate::event::encode::Codec;
-use crate::retry::SendError;
-use crate::template;
+use crate::pipeline::metrics::ComponentMetrics;
+use crate::sinks::driver::batch::{BatchLimits, Compression, EncodedBatch};
+use crate::sinks::driver::retry::SendError;
+use crate::sinks::driver::template;
+use crate::sinks::driver::{BuildContext, Parts};
 
 /// `type: file`
 #[derive(Clone, Debug, Deserialize)]
@@ -63,17 +64,18 @@ struct Open {
 
 pub struct Sink {
     /// The path when it does not depend on the event.
-    destination: super::Destination,
+    destination: crate::sinks::driver::Destination,
     fsync: bool,
     idle: Duration,
     files: Mutex<HashMap<PathBuf, Open>>,
 }
 
-pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
+pub fn build(config: &Config, _cx: &BuildContext) -> Result<(Sink, Parts), BuildError> {
     if config.path.value.ends_with('/') {
         return Err(BuildError::at(config.path.pos, "`path` names a directory; give a file name"));
     }
-    let (destination, partitioner) = super::Destination::new(&config.path, template::path_component)?;
+    let (destination, partitioner) =
+        crate::sinks::driver::Destination::new(&config.path, template::path_component)?;
     let codec = match config.encoding {
         Encoding::Ndjson => Codec::Ndjson,
         Encoding::Text => Codec::Text,
@@ -93,11 +95,16 @@ pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
         partitioner,
         framing: None,
     };
-    Ok((super::Sink::File(sink), parts))
+    Ok((sink, parts))
 }
 
 impl Sink {
-    pub async fn send(&self, batch: &EncodedBatch) -> Result<(), SendError> {
+    /// Always healthy: there is no remote end.
+    pub async fn healthcheck(&self, _timeout: std::time::Duration) -> Result<(), String> {
+        Ok(())
+    }
+
+    pub async fn send(&self, batch: &EncodedBatch, _metrics: &ComponentMetrics) -> Result<(), SendError> {
         let path = PathBuf::from(self.destination.of(batch)?);
         let mut files = self.files.lock().await;
         let now = Instant::now();

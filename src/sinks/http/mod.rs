@@ -10,7 +10,6 @@
 //! redirected is a configuration mistake to see, not to paper over.
 
 use std::path::PathBuf;
-use std::sync::Once;
 use std::time::Duration;
 
 use indexmap::IndexMap;
@@ -19,11 +18,12 @@ use serde::Deserialize;
 
 mod single;
 
-use super::Parts;
-use crate::batch::{BatchLimits, Compression, EncodedBatch, Framing, Mode};
 use crate::config::{BuildError, Spanned};
 use crate::event::encode::Codec;
-use crate::retry::SendError;
+use crate::pipeline::metrics::ComponentMetrics;
+use crate::sinks::driver::batch::{BatchLimits, Compression, EncodedBatch, Framing, Mode};
+use crate::sinks::driver::retry::SendError;
+use crate::sinks::driver::{BuildContext, Parts};
 
 /// `type: http`
 #[derive(Clone, Debug, Deserialize)]
@@ -93,7 +93,7 @@ pub struct Sink {
     single: Option<Mode>,
 }
 
-pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
+pub fn build(config: &Config, _cx: &BuildContext) -> Result<(Sink, Parts), BuildError> {
     let url = reqwest::Url::parse(&config.url.value).map_err(|e| {
         let shown = crate::util::redact::redact_url(&config.url.value);
         BuildError::at(config.url.pos, format!("invalid url {shown:?}: {e}"))
@@ -182,16 +182,7 @@ pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
         },
     };
     let sink = Sink { client: tokio::sync::OnceCell::new(), extra_roots, url, headers, single };
-    Ok((super::Sink::Http(sink), parts))
-}
-
-/// rustls needs a process-wide crypto provider; ring is ours.
-pub fn install_crypto_provider() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // Fails only if one is installed already, which is as good.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
+    Ok((sink, parts))
 }
 
 impl Sink {
@@ -217,7 +208,7 @@ impl Sink {
     async fn client(&self) -> Result<&reqwest::Client, SendError> {
         self.client
             .get_or_try_init(|| async {
-                install_crypto_provider();
+                crate::util::tls::install_crypto_provider();
                 reqwest::Client::builder()
                     .redirect(reqwest::redirect::Policy::none())
                     .user_agent(concat!("hostwatch/", env!("CARGO_PKG_VERSION")))
@@ -231,7 +222,7 @@ impl Sink {
             .map_err(|e| SendError::retry(format!("cannot set up the HTTP client: {}", error_chain(&e))))
     }
 
-    pub async fn send(&self, batch: &EncodedBatch) -> Result<(), SendError> {
+    pub async fn send(&self, batch: &EncodedBatch, _metrics: &ComponentMetrics) -> Result<(), SendError> {
         if let Some(mode) = self.single {
             return single::send(self, mode, batch).await;
         }

@@ -12,8 +12,8 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 use super::Sink;
-use crate::batch::{EncodedBatch, Message, Mode, STRUCTURED_CONTENT_TYPE};
-use crate::retry::SendError;
+use crate::sinks::driver::batch::{EncodedBatch, Message, Mode, STRUCTURED_CONTENT_TYPE};
+use crate::sinks::driver::retry::SendError;
 
 /// What a header value must not hold as is (binding, 3.1.3.2): space,
 /// double quote, percent, and anything outside printable ASCII (non-ASCII

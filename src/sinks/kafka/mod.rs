@@ -24,12 +24,12 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, ClientContext};
 use serde::Deserialize;
 
-use super::{Parts, Unconfirmed};
-use crate::batch::{EncodedBatch, Framing, Mode, STRUCTURED_CONTENT_TYPE};
 use crate::config::{BuildError, Spanned};
 use crate::event::path::FieldPath;
 use crate::pipeline::metrics::ComponentMetrics;
-use crate::retry::SendError;
+use crate::sinks::driver::batch::{EncodedBatch, Framing, Mode, STRUCTURED_CONTENT_TYPE};
+use crate::sinks::driver::retry::SendError;
+use crate::sinks::driver::{BuildContext, Parts, Unconfirmed};
 
 /// `type: kafka`
 #[derive(Clone, Debug, Deserialize)]
@@ -144,11 +144,11 @@ pub struct Sink {
     /// its sequence numbers lost): a new one gets a new producer id.
     producer: Mutex<Arc<Producer_>>,
     /// The topic when it does not depend on the event.
-    destination: super::Destination,
+    destination: crate::sinks::driver::Destination,
     mode: Mode,
 }
 
-pub fn build(config: &Config, request_timeout: Duration) -> Result<(super::Sink, Parts), BuildError> {
+pub fn build(config: &Config, cx: &BuildContext) -> Result<(Sink, Parts), BuildError> {
     if config.brokers.is_empty() {
         return Err(BuildError::new("`brokers` needs at least one `host:port`"));
     }
@@ -178,7 +178,7 @@ pub fn build(config: &Config, request_timeout: Duration) -> Result<(super::Sink,
         )
         // A delivery report always comes before the sink gives up on the
         // request, so a message is never both queued and resent.
-        .set("message.timeout.ms", message_timeout(request_timeout).as_millis().to_string())
+        .set("message.timeout.ms", message_timeout(cx.request_timeout).as_millis().to_string())
         .set("linger.ms", "5")
         // librdkafka logs through the `log` crate otherwise; connection
         // trouble reaches the operator through the sink's errors.
@@ -218,10 +218,11 @@ pub fn build(config: &Config, request_timeout: Duration) -> Result<(super::Sink,
     let producer: Producer_ = cc
         .create_with_context(Quiet)
         .map_err(|e| BuildError::new(format!("invalid Kafka producer settings: {e}")))?;
-    let (destination, partitioner) = super::Destination::new(&config.topic, crate::template::raw)?;
+    let (destination, partitioner) =
+        crate::sinks::driver::Destination::new(&config.topic, crate::sinks::driver::template::raw)?;
     let sink = Sink { config: cc, producer: Mutex::new(Arc::new(producer)), destination, mode: config.mode };
     let parts = Parts::messages(Framing { mode: config.mode, key }, partitioner);
-    Ok((super::Sink::Kafka(sink), parts))
+    Ok((sink, parts))
 }
 
 /// librdkafka's `message.timeout.ms` for a sink request timeout: enough

@@ -17,11 +17,11 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
-use super::{Parts, Unconfirmed};
-use crate::batch::{EncodedBatch, Framing, Mode};
 use crate::config::{BuildError, Spanned};
 use crate::pipeline::metrics::ComponentMetrics;
-use crate::retry::SendError;
+use crate::sinks::driver::batch::{EncodedBatch, Framing, Mode};
+use crate::sinks::driver::retry::SendError;
+use crate::sinks::driver::{BuildContext, Parts, Unconfirmed};
 
 /// `type: mqtt`
 #[derive(Clone, Debug, Deserialize)]
@@ -64,7 +64,7 @@ struct Waiters {
 
 pub struct Sink {
     options: MqttOptions,
-    destination: super::Destination,
+    destination: crate::sinks::driver::Destination,
     retain: bool,
     client: tokio::sync::OnceCell<AsyncClient>,
     waiters: Arc<Mutex<Waiters>>,
@@ -77,7 +77,7 @@ pub struct Sink {
     publishing: tokio::sync::Mutex<()>,
 }
 
-pub fn build(config: &Config, id: &str) -> Result<(super::Sink, Parts), BuildError> {
+pub fn build(config: &Config, cx: &BuildContext) -> Result<(Sink, Parts), BuildError> {
     let url = reqwest::Url::parse(&config.url.value)
         .map_err(|e| BuildError::at(config.url.pos, format!("invalid url: {e}")))?;
     if url.scheme() != "mqtt" {
@@ -86,7 +86,7 @@ pub fn build(config: &Config, id: &str) -> Result<(super::Sink, Parts), BuildErr
     let host = url.host_str().ok_or_else(|| BuildError::at(config.url.pos, "`url` has no host"))?;
     let client_id = config.client_id.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        format!("hostwatch-{}-{id}", host.trim())
+        format!("hostwatch-{}-{}", host.trim(), cx.id)
     });
     let mut options = MqttOptions::new(client_id, host, url.port().unwrap_or(1883));
     options
@@ -107,7 +107,7 @@ pub fn build(config: &Config, id: &str) -> Result<(super::Sink, Parts), BuildErr
             "`topic` may not be empty or hold the wildcards + and #",
         ));
     }
-    let (destination, partitioner) = super::Destination::new(&config.topic, topic_level)?;
+    let (destination, partitioner) = crate::sinks::driver::Destination::new(&config.topic, topic_level)?;
     let sink = Sink {
         options,
         destination,
@@ -125,7 +125,7 @@ pub fn build(config: &Config, id: &str) -> Result<(super::Sink, Parts), BuildErr
         max_concurrency: 1,
         ..Parts::messages(Framing { mode: Mode::Structured, key: None }, partitioner)
     };
-    Ok((super::Sink::Mqtt(sink), parts))
+    Ok((sink, parts))
 }
 
 /// Keeps a field value inside one topic level: `/`, `+` and `#` become `_`.
@@ -221,7 +221,7 @@ impl Sink {
         if all { Ok(()) } else { Err(SendError::retry("not acknowledged by the MQTT broker")) }
     }
 
-    pub async fn healthcheck(&self) -> Result<(), String> {
+    pub async fn healthcheck(&self, _timeout: std::time::Duration) -> Result<(), String> {
         let _ = self.client().await;
         for _ in 0..50 {
             if self.connected.load(std::sync::atomic::Ordering::Relaxed) {

@@ -16,11 +16,11 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use serde::Deserialize;
 
-use super::{Parts, Unconfirmed};
-use crate::batch::{EncodedBatch, Framing, Mode, STRUCTURED_CONTENT_TYPE};
 use crate::config::{BuildError, Spanned};
 use crate::pipeline::metrics::ComponentMetrics;
-use crate::retry::SendError;
+use crate::sinks::driver::batch::{EncodedBatch, Framing, Mode, STRUCTURED_CONTENT_TYPE};
+use crate::sinks::driver::retry::SendError;
+use crate::sinks::driver::{BuildContext, Parts, Unconfirmed};
 
 /// `type: nats`
 #[derive(Clone, Debug, Deserialize)]
@@ -48,12 +48,12 @@ pub struct Sink {
     client: tokio::sync::OnceCell<async_nats::Client>,
     /// Why the client could not connect, while it cannot.
     connect_error: std::sync::Arc<std::sync::Mutex<String>>,
-    destination: super::Destination,
+    destination: crate::sinks::driver::Destination,
     jetstream: bool,
     mode: Mode,
 }
 
-pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
+pub fn build(config: &Config, _cx: &BuildContext) -> Result<(Sink, Parts), BuildError> {
     if !config.url.value.split(',').all(|u| u.trim().starts_with("nats://") || u.trim().starts_with("tls://"))
     {
         return Err(BuildError::at(config.url.pos, "`url` must start with nats:// or tls://"));
@@ -61,7 +61,7 @@ pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
     if config.subject.value.is_empty() || config.subject.value.contains(char::is_whitespace) {
         return Err(BuildError::at(config.subject.pos, "`subject` may not be empty or hold spaces"));
     }
-    let (destination, partitioner) = super::Destination::new(&config.subject, subject_token)?;
+    let (destination, partitioner) = crate::sinks::driver::Destination::new(&config.subject, subject_token)?;
     let sink = Sink {
         url: config.url.value.clone(),
         client: tokio::sync::OnceCell::new(),
@@ -71,7 +71,7 @@ pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
         mode: config.mode,
     };
     let parts = Parts::messages(Framing { mode: config.mode, key: None }, partitioner);
-    Ok((super::Sink::Nats(sink), parts))
+    Ok((sink, parts))
 }
 
 /// Keeps a field value inside one subject token: no spaces, dots or wildcards.
@@ -125,7 +125,7 @@ impl Sink {
             .await
     }
 
-    fn headers(&self, m: &crate::batch::Message<'_>) -> HeaderMap {
+    fn headers(&self, m: &crate::sinks::driver::batch::Message<'_>) -> HeaderMap {
         let mut h = HeaderMap::new();
         match self.mode {
             Mode::Structured => h.insert("content-type", STRUCTURED_CONTENT_TYPE),
@@ -200,7 +200,7 @@ impl Sink {
         }
     }
 
-    pub async fn healthcheck(&self) -> Result<(), String> {
+    pub async fn healthcheck(&self, _timeout: std::time::Duration) -> Result<(), String> {
         let client = self.client().await?;
         match tokio::time::timeout(Duration::from_secs(5), client.flush()).await {
             Ok(Ok(())) if client.connection_state() == async_nats::connection::State::Connected => Ok(()),

@@ -14,11 +14,11 @@
 use redis::aio::MultiplexedConnection;
 use serde::Deserialize;
 
-use super::{Parts, Unconfirmed};
-use crate::batch::{EncodedBatch, Framing, Mode};
 use crate::config::{BuildError, Spanned};
 use crate::pipeline::metrics::ComponentMetrics;
-use crate::retry::SendError;
+use crate::sinks::driver::batch::{EncodedBatch, Framing, Mode};
+use crate::sinks::driver::retry::SendError;
+use crate::sinks::driver::{BuildContext, Parts, Unconfirmed};
 
 /// `type: redis`
 #[derive(Clone, Debug, Deserialize)]
@@ -54,14 +54,14 @@ pub enum RedisMode {
 
 pub struct Sink {
     client: redis::Client,
-    destination: super::Destination,
+    destination: crate::sinks::driver::Destination,
     mode: RedisMode,
     maxlen: Option<u64>,
     encoding: Mode,
     connection: tokio::sync::Mutex<Option<MultiplexedConnection>>,
 }
 
-pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
+pub fn build(config: &Config, _cx: &BuildContext) -> Result<(Sink, Parts), BuildError> {
     let client = redis::Client::open(config.url.value.as_str())
         .map_err(|e| BuildError::at(config.url.pos, format!("invalid url: {e}")))?;
     if config.key.value.is_empty() {
@@ -70,7 +70,8 @@ pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
     if config.encoding == Mode::Binary && config.mode != RedisMode::Stream {
         return Err(BuildError::new("`encoding: binary` needs `mode: stream` (fields per attribute)"));
     }
-    let (destination, partitioner) = super::Destination::new(&config.key, crate::template::raw)?;
+    let (destination, partitioner) =
+        crate::sinks::driver::Destination::new(&config.key, crate::sinks::driver::template::raw)?;
     let sink = Sink {
         client,
         destination,
@@ -80,7 +81,7 @@ pub fn build(config: &Config) -> Result<(super::Sink, Parts), BuildError> {
         connection: tokio::sync::Mutex::new(None),
     };
     let parts = Parts::messages(Framing { mode: config.encoding, key: None }, partitioner);
-    Ok((super::Sink::Redis(sink), parts))
+    Ok((sink, parts))
 }
 
 impl Sink {
@@ -155,7 +156,7 @@ impl Sink {
         }
     }
 
-    pub async fn healthcheck(&self) -> Result<(), String> {
+    pub async fn healthcheck(&self, _timeout: std::time::Duration) -> Result<(), String> {
         let mut conn = self.connection().await?;
         redis::cmd("PING")
             .query_async::<String>(&mut conn)

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::SourceContext;
+use super::context::SourceContext;
 use crate::config::BuildError;
 use crate::event::id::IdGen;
 use crate::event::{AckSet, EventBatch, Map, Str, Value, time};
@@ -105,7 +105,7 @@ fn own_usage() -> (u64, f64) {
         .map(|s| {
             let f: Vec<&str> = s.rsplit(')').next().unwrap_or("").split_whitespace().collect();
             let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-            (t(11) + t(12)) / crate::sources::host::clock_ticks()
+            (t(11) + t(12)) / crate::util::sys::clock_ticks()
         })
         .unwrap_or(0.0);
     (rss, cpu)

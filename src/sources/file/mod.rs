@@ -42,7 +42,7 @@ use self::checkpoint::Checkpointer;
 use self::discovery::{Globs, Scanner};
 use self::lines::Newline;
 use self::multiline::Multiline;
-use super::SourceContext;
+use super::context::SourceContext;
 use crate::config::{BuildError, ByteSize, Duration as ConfigDuration, Spanned};
 use crate::pipeline::metrics::Families;
 

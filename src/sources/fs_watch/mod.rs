@@ -17,7 +17,7 @@ use notify::event::{EventKind, ModifyKind, RenameMode};
 use notify::{RecursiveMode, Watcher as _};
 use serde::Deserialize;
 
-use super::SourceContext;
+use super::context::SourceContext;
 use crate::config::BuildError;
 use crate::event::id::IdGen;
 use crate::event::{AckSet, Event, EventBatch, Map, Str, Value, time};
@@ -290,7 +290,7 @@ impl Owners {
     fn name(&mut self, uid: u32) -> Option<String> {
         if !self.names.contains_key(&uid) && self.read.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
             self.read = Some(Instant::now());
-            self.names = crate::sources::host::read_users();
+            self.names = crate::util::sys::read_users();
         }
         self.names.get(&uid).cloned()
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::SourceContext;
+use super::context::SourceContext;
 use crate::config::BuildError;
 use crate::event::id::IdGen;
 use crate::event::{AckSet, Event, EventBatch, EventId, Map, Str, Value, time};
@@ -51,7 +51,7 @@ pub struct Generator {
 }
 
 impl Generator {
-    pub fn new(config: Config) -> Result<Self, BuildError> {
+    pub fn new(config: &Config) -> Result<Self, BuildError> {
         if !(config.rate >= 0.0 && config.rate.is_finite()) {
             return Err(BuildError::new("`rate` must be a number of events per second, 0 or more"));
         }
@@ -59,7 +59,7 @@ impl Generator {
             return Err(BuildError::new("`batch_size` must be at least 1"));
         }
         let ty = Str::interned(&config.event_type);
-        Ok(Generator { config, ty })
+        Ok(Generator { config: config.clone(), ty })
     }
 
     pub async fn run(self, mut cx: SourceContext) -> Result<(), String> {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::SourceContext;
+use super::context::SourceContext;
 use crate::config::BuildError;
 use crate::event::id::IdGen;
 use crate::event::{AckSet, EventBatch, Map, Str, Value, time};

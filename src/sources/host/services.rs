@@ -100,7 +100,7 @@ impl Services {
     /// for the ones whose state changed.
     pub async fn check(&mut self) -> Vec<(&'static str, Map)> {
         if self.client.is_none() && self.services.iter().any(|s| matches!(s.check, Check::Http(..))) {
-            crate::sinks::http::install_crypto_provider();
+            crate::util::tls::install_crypto_provider();
             self.client = reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .user_agent(concat!("hostwatch/", env!("CARGO_PKG_VERSION")))

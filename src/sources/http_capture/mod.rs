@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::SourceContext;
+use super::context::SourceContext;
 use crate::config::{BuildError, Spanned};
 use crate::event::id::IdGen;
 use crate::event::{AckSet, Event, EventBatch, Map, Str, Value, time};

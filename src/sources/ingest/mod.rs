@@ -32,7 +32,7 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 
 use self::limits::{BodyError, Budget, Reservation};
-use super::SourceContext;
+use super::context::SourceContext;
 use crate::config::{BuildError, ByteSize, Duration as ConfigDuration};
 use crate::event::decode::Defaults;
 use crate::event::id::IdGen;
@@ -139,7 +139,7 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    pub fn new(config: Config) -> Result<Self, BuildError> {
+    pub fn new(config: &Config) -> Result<Self, BuildError> {
         if !config.path.starts_with('/') {
             return Err(BuildError::new(format!("`path` must start with `/`, found {:?}", config.path)));
         }
@@ -161,7 +161,7 @@ impl Ingest {
         }
         let auth = config.auth.as_ref().map(auth::Auth::verifier).transpose().map_err(BuildError::new)?;
         let tls = config.tls.as_ref().map(tls::TlsConfig::acceptor).transpose()?;
-        Ok(Ingest { config, auth, tls })
+        Ok(Ingest { config: config.clone(), auth, tls })
     }
 
     pub async fn run(self, mut cx: SourceContext) -> Result<(), String> {

@@ -1,5 +1,4 @@
-//! Tests of loading a whole config: every error listed with its position and
-//! hint, the graph checks, log levels and the fingerprints a reload compares.
+//! Tests of reading a whole config: every error with its position, the graph checks, fingerprints.
 
 use super::*;
 

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
-use crate::batch::EncodedBatch;
+use super::batch::EncodedBatch;
 use crate::config::{BuildError, ByteSize, Duration as ConfigDuration};
 use crate::pipeline::metrics::ComponentMetrics;
 

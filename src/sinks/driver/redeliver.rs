@@ -13,12 +13,12 @@ use std::path::Path;
 
 use bytes::Bytes;
 
-use super::SinkConfig;
+use super::batch::EncodedBatch;
 use super::dead_letter::{self, Letter};
-use crate::batch::EncodedBatch;
+use super::retry::SendError;
+use super::{BuiltSink, Transport};
 use crate::event::encode::Codec;
 use crate::pipeline::metrics::ComponentMetrics;
-use crate::retry::SendError;
 
 /// One line per letter, oldest first: time, events, bytes, status, reason.
 pub fn list(dir: &Path) -> Result<String, String> {
@@ -58,9 +58,13 @@ pub struct Outcome {
     pub kept: Vec<(String, String)>,
 }
 
-/// Sends every dead letter of sink `id` again.
-pub async fn replay(id: &str, config: &SinkConfig, data_dir: &Path) -> Result<Outcome, String> {
-    let built = config.build(id, data_dir).map_err(|e| format!("sinks.{id}: {}", e.message))?;
+/// Sends every dead letter of sink `id` again through `built`, the sink
+/// built from the config.
+pub async fn replay<S: Transport>(
+    id: &str,
+    built: &BuiltSink<S>,
+    data_dir: &Path,
+) -> Result<Outcome, String> {
     let dir = super::dead_letter_dir(data_dir, id);
     let metrics = ComponentMetrics::new(id, "sink", "replay");
     let timeout = built.request.timeout;
