@@ -7,8 +7,8 @@
 //! counts, filesystem free blocks and inodes (`statvfs`), network drops
 //! and interface states, which `sysinfo` does not give; the process counts
 //! and the heaviest processes, from one `stat` file per process where
-//! `sysinfo` reads three (the idle agent used half again as much CPU with
-//! it); and processes starting and exiting, from a scan that reads only
+//! `sysinfo` reads three (`status`, `stat`, `statm`) every interval; and
+//! processes starting and exiting, from a scan that reads only
 //! new pids, with start times to the clock tick and exit statuses from the
 //! kernel's process events connector. Counters (CPU time, disk and network
 //! traffic) are turned into percentages and rates per second between two
