@@ -2,17 +2,25 @@
 //! machine, and `host.threshold.crossed` / `host.threshold.cleared` when a
 //! metric passes a configured threshold.
 //!
-//! The figures come straight from `/proc` (and `statvfs` for filesystems):
-//! one read of a few small files per interval, no process table kept in
-//! memory. Counters (CPU time, disk and network traffic) are turned into
-//! percentages and rates per second between two samples; the first event
-//! comes one interval after the start, when there are two.
+//! Memory, swap, load and uptime come from the `sysinfo` crate. The rest
+//! is read by hand: CPU time by kind (iowait, steal), disk operation
+//! counts, filesystem free blocks and inodes (`statvfs`), network drops
+//! and interface states, which `sysinfo` does not give; the process counts
+//! and the heaviest processes, from one `stat` file per process where
+//! `sysinfo` reads three (`status`, `stat`, `statm`) every interval; and
+//! processes starting and exiting, from a scan that reads only
+//! new pids, with start times to the clock tick and exit statuses from the
+//! kernel's process events connector. Counters (CPU time, disk and network
+//! traffic) are turned into percentages and rates per second between two
+//! samples; the first event comes one interval after the start, when there
+//! are two.
 
 mod connector;
 mod interfaces;
 mod proc;
 mod processes;
 mod services;
+mod system;
 mod threshold;
 
 use std::time::{Duration, Instant};
@@ -154,6 +162,8 @@ pub struct Host {
     services: Services,
     interfaces: Option<interfaces::Interfaces>,
     top: usize,
+    /// Kept across ticks, refreshed for the groups collected.
+    figures: system::Figures,
 }
 
 impl Host {
@@ -176,6 +186,7 @@ impl Host {
             services: Services::new(&config.services)?,
             interfaces: config.interfaces.then(interfaces::Interfaces::default),
             top: config.top_processes,
+            figures: system::Figures::new(&config.collect)?,
         })
     }
 
@@ -183,6 +194,7 @@ impl Host {
         cx.ready(Ok(()));
         let mut ids = IdGen::new();
         let mut previous = Sample::read(&self.groups, self.top);
+        self.figures.refresh();
         let mut tick = tokio::time::interval_at((Instant::now() + self.interval).into(), self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut scan = tokio::time::interval(self.process_interval);
@@ -214,7 +226,8 @@ impl Host {
                 _ = cx.shutdown.cancelled() => return Ok(()),
             }
             let sample = Sample::read(&self.groups, self.top);
-            let mut metrics = sample.metrics(&previous, &self.groups, &self.mounts, self.top);
+            self.figures.refresh();
+            let mut metrics = sample.metrics(&previous, &self.figures, &self.groups, &self.mounts, self.top);
             previous = sample;
             let mut changes = Vec::new();
             if !self.services.is_empty() {

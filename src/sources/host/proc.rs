@@ -1,10 +1,16 @@
-//! Reading the machine's figures from `/proc` and `statvfs`.
+//! The figures read from `/proc` and `statvfs` by hand: CPU time split by
+//! kind (user, system, iowait, steal), whole-disk operation counts, free
+//! blocks and inodes of filesystems and dropped packets of network
+//! interfaces, which `sysinfo` does not give; and the process counts and
+//! top processes, where `sysinfo` reads three files of every process each
+//! interval (`status`, `stat`, `statm`) and one `stat` is enough here.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
+use super::system::{self, Figures};
 use super::{Group, MountsConfig};
 use crate::config::BuildError;
 use crate::event::{Map, Str, Value};
@@ -147,7 +153,14 @@ impl Sample {
     }
 
     /// The `host.metrics` data: figures now, rates since `prev`.
-    pub fn metrics(&self, prev: &Sample, groups: &[Group], mounts: &MountFilter, top: usize) -> Map {
+    pub fn metrics(
+        &self,
+        prev: &Sample,
+        figures: &Figures,
+        groups: &[Group],
+        mounts: &MountFilter,
+        top: usize,
+    ) -> Map {
         let seconds = self.taken.duration_since(prev.taken).as_secs_f64().max(1e-3);
         let mut m = Map::with_capacity(groups.len() + 1);
         if top > 0 {
@@ -157,9 +170,9 @@ impl Sample {
         for g in groups {
             match g {
                 Group::Cpu => m.push(k("cpu"), self.cpu(prev)),
-                Group::Load => m.push(k("load"), load()),
+                Group::Load => m.push(k("load"), system::load()),
                 Group::Memory => {
-                    let (mem, swap) = memory();
+                    let (mem, swap) = figures.memory();
                     m.push(k("memory"), mem);
                     m.push(k("swap"), swap);
                 }
@@ -168,16 +181,8 @@ impl Sample {
                 Group::Network => m.push(k("network"), rates(&self.net, &prev.net, seconds, NET_NAMES, 1)),
                 Group::Processes => m.push(k("processes"), processes()),
                 Group::Uptime => {
-                    let up: f64 = read("/proc/uptime")
-                        .split_whitespace()
-                        .next()
-                        .and_then(|u| u.parse().ok())
-                        .unwrap_or(0.0);
-                    m.push(k("uptime_seconds"), Value::from(up as u64));
-                    let boot = read("/proc/stat")
-                        .lines()
-                        .find_map(|l| l.strip_prefix("btime ").and_then(|b| b.trim().parse::<u64>().ok()))
-                        .unwrap_or(0);
+                    let (up, boot) = system::uptime();
+                    m.push(k("uptime_seconds"), Value::from(up));
                     m.push(k("boot_time"), Value::from(boot));
                 }
             }
@@ -262,41 +267,8 @@ fn process_usage() -> HashMap<u32, (u64, u64, u64, String)> {
     out
 }
 
-fn round(v: f64) -> f64 {
+pub(super) fn round(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
-}
-
-fn load() -> Value {
-    let text = read("/proc/loadavg");
-    let f: Vec<f64> = text.split_whitespace().take(3).filter_map(|v| v.parse().ok()).collect();
-    let mut m = Map::with_capacity(3);
-    for (name, v) in ["1m", "5m", "15m"].iter().zip(f) {
-        m.push(Str::from_static(name), Value::Float(v));
-    }
-    Value::Object(m)
-}
-
-/// Memory and swap from /proc/meminfo, in bytes.
-fn memory() -> (Value, Value) {
-    let info: HashMap<String, u64> = read("/proc/meminfo")
-        .lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            Some((k.to_string(), v.split_whitespace().next()?.parse::<u64>().ok()? * 1024))
-        })
-        .collect();
-    let get = |k: &str| info.get(k).copied().unwrap_or(0);
-    let group = |total: u64, available: u64| {
-        let used = total.saturating_sub(available);
-        let mut m = Map::with_capacity(4);
-        m.push(Str::from_static("total"), Value::from(total));
-        m.push(Str::from_static("used"), Value::from(used));
-        m.push(Str::from_static("available"), Value::from(available));
-        let pct = if total == 0 { 0.0 } else { round(100.0 * used as f64 / total as f64) };
-        m.push(Str::from_static("used_percent"), Value::Float(pct));
-        Value::Object(m)
-    };
-    (group(get("MemTotal"), get("MemAvailable")), group(get("SwapTotal"), get("SwapFree")))
 }
 
 /// Each reported mount point: size, used, free, %, inodes used %.
