@@ -23,7 +23,7 @@ use crate::event::path::FieldPath;
 use crate::event::{AckSet, BatchStatus, Event, EventBatch, EventId, Value, id, time};
 
 /// `batch:` on a sink. Unset values take the sink type's defaults.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchConfig {
     /// The most events in one batch. Default: `1000` (the sink type may say otherwise).
@@ -67,7 +67,7 @@ impl BatchConfig {
 }
 
 /// Compression of a batch body.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Compression {
     #[default]
@@ -209,7 +209,7 @@ impl EncodedBatch {
 /// How a broker message carries an event (the CloudEvents protocol
 /// bindings): the whole structured CloudEvent as the message body, or the
 /// event's `data` as the body and its attributes as the message's headers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     #[default]

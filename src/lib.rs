@@ -1,7 +1,7 @@
 //! hostwatch: a host agent that turns logs, host state, HTTP traffic and
 //! application events into CloudEvents and ships them without losing any.
 //!
-//! - [`cli`]: the command line (`run`, `validate`, `example`).
+//! - [`cli`]: the command line (`run`, `validate`, `example`, `schema`).
 //! - [`config`]: the YAML model, environment interpolation, validation with positions.
 //! - [`event`]: the CloudEvents event, its encodings, ids, times and acknowledgements.
 //! - [`pipeline`]: the component graph, its channels, fan-out, metrics and shutdown.
@@ -13,6 +13,7 @@
 //! - [`retry`]: request settings, backoff and the outcome of a send.
 //! - [`template`]: destinations that depend on the event (`{type}`, `%Y-%m-%d`).
 //! - [`api`]: `/health` and `/metrics`.
+//! - [`reference`]: the config's JSON Schema and the reference made from it.
 //! - [`notify`]: systemd notifications (ready, reloading, stopping) and the watchdog.
 //! - [`util`]: small shared helpers (redacting secrets from what is printed or stored).
 
@@ -25,6 +26,7 @@ pub mod event;
 pub mod expr;
 pub mod notify;
 pub mod pipeline;
+pub mod reference;
 pub mod retry;
 pub mod sinks;
 pub mod sources;

@@ -7,6 +7,7 @@
 
 mod every;
 pub mod log;
+pub mod schema;
 pub mod secrets;
 pub mod units;
 pub mod yaml;
@@ -29,12 +30,15 @@ use crate::transforms::TransformConfig;
 pub const DEFAULT_PATH: &str = "/etc/hostwatch/agent.yaml";
 
 /// The whole agent configuration.
-#[derive(Debug)]
+#[derive(Debug, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields, transform = crate::config::schema::root)]
 pub struct Config {
     /// The file it was read from.
+    #[schemars(skip)]
     pub path: PathBuf,
     /// The SHA-256 of its text (hex), which `agent.started` reports so that
     /// a fleet's config versions can be told apart.
+    #[schemars(skip)]
     pub hash: String,
     /// Checkpoints, disk buffers and dead letters live here.
     /// Default: `/var/lib/hostwatch`.
@@ -47,8 +51,14 @@ pub struct Config {
     pub api: Option<ApiConfig>,
     /// The agent's own logs, on standard error. Default: `{level: info, format: text}`.
     pub log: LogConfig,
+    /// The sources, by id. Default: none.
+    #[schemars(with = "crate::config::schema::Components<SourceConfig, false>")]
     pub sources: Vec<Component<SourceConfig>>,
+    /// The transforms, by id. Default: none.
+    #[schemars(with = "crate::config::schema::Components<TransformConfig, true>")]
     pub transforms: Vec<Component<TransformConfig>>,
+    /// The sinks, by id; at least one. Required.
+    #[schemars(with = "crate::config::schema::Components<SinkConfig, true>")]
     pub sinks: Vec<Component<SinkConfig>>,
 }
 
@@ -69,7 +79,7 @@ pub struct Component<T> {
 }
 
 /// `api:` — the agent's HTTP API.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     /// Address to listen on. Default: `127.0.0.1:8686` (loopback only).
@@ -87,7 +97,7 @@ fn default_api_address() -> SocketAddr {
 }
 
 /// `log:` — the agent's own logs.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// `error`, `warn` (or `warning`), `info`, `debug`, `trace` or `off`, or
@@ -110,7 +120,7 @@ fn default_log_level() -> String {
     "info".to_string()
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]

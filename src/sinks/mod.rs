@@ -52,16 +52,25 @@ pub const TYPES: &[(&str, &str)] = &[
 ];
 
 /// The settings of one sink: what every sink has, and its type's own.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, schemars::JsonSchema)]
 pub struct SinkConfig {
+    /// How events are grouped into one request or write. Default: the sink
+    /// type's limits.
     pub batch: BatchConfig,
+    /// Where events wait for the sink: memory or disk. Default: `{type: memory}`.
     pub buffer: BufferConfig,
+    /// Requests in flight, their timeout and retries. Default: the sink
+    /// type's.
     pub request: RequestConfig,
+    /// How much of the batches the destination refuses for good is kept
+    /// (under `data_dir`), and for how long. Default: `{max_size: 100MiB, max_age: 7d}`.
     pub dead_letter: DeadLetterConfig,
+    #[schemars(flatten)]
     pub kind: SinkKind,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, schemars::JsonSchema)]
+#[schemars(rename_all = "snake_case")]
 pub enum SinkKind {
     Console(console::Config),
     File(file::Config),

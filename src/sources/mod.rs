@@ -32,7 +32,8 @@ pub const TYPES: &[(&str, &str)] = &[
 ];
 
 /// The settings of one source, by `type`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, schemars::JsonSchema)]
+#[schemars(rename_all = "snake_case")]
 pub enum SourceConfig {
     Agent(agent::Config),
     File(file::Config),

@@ -17,7 +17,7 @@ use crate::pipeline::metrics::DropReason;
 use crate::transforms::sample::stable_hash;
 
 /// `type: dedupe`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The fields that make two events the same. Default: `[data]`, the whole payload.

@@ -37,7 +37,8 @@ pub const TYPES: &[(&str, &str)] = &[
 ];
 
 /// The settings of one transform, by `type`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, schemars::JsonSchema)]
+#[schemars(rename_all = "snake_case")]
 pub enum TransformConfig {
     Dedupe(dedupe::Config),
     Filter(filter::Config),
@@ -180,7 +181,7 @@ impl Transform {
 
 /// What happens to an event an expression cannot be evaluated on (a
 /// missing field, a wrong type).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnError {
     /// It goes on as if the expression did not apply.

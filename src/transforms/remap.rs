@@ -12,7 +12,7 @@ use crate::expr::{EvalError, Expr};
 use crate::pipeline::metrics::DropReason;
 
 /// `type: remap`
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Fields to set (`data.x`, `subject`, or an extension attribute) and

@@ -14,7 +14,7 @@ use crate::event::path::FieldPath;
 use crate::pipeline::metrics::DropReason;
 
 /// `type: throttle`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Events allowed per window (per key). Required.

@@ -24,7 +24,7 @@ use crate::pipeline::metrics::ComponentMetrics;
 use crate::retry::SendError;
 
 /// `type: amqp`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The broker, `amqp://user:password@host:port/vhost` (`amqps://` for

@@ -19,7 +19,7 @@ use crate::retry::SendError;
 use crate::template;
 
 /// `type: file`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The file to append to. May contain strftime sequences (`%Y-%m-%d`),
@@ -45,7 +45,7 @@ fn default_idle_timeout() -> crate::config::Duration {
     crate::config::Duration::from_secs(30)
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Encoding {
     #[default]

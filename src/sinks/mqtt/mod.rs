@@ -24,7 +24,7 @@ use crate::pipeline::metrics::ComponentMetrics;
 use crate::retry::SendError;
 
 /// `type: mqtt`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The broker, `mqtt://[user:password@]host:port`. Required.
