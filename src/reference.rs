@@ -27,8 +27,11 @@ const UNKNOWN_TYPE: &str = "**type not found:**";
 /// What an optional field whose doc does not say `Default: ...` gets.
 const NO_DEFAULT: &str = "**default not documented**";
 
+/// Each type of a kind with its example file.
+type Types = &'static [(&'static str, &'static str)];
+
 /// The kinds of components: title, section key, the types with their examples.
-const KINDS: [(&str, &str, &[(&str, &str)]); 3] = [
+const KINDS: [(&str, &str, Types); 3] = [
     ("Sources", "sources", crate::sources::TYPES),
     ("Transforms", "transforms", crate::transforms::TYPES),
     ("Sinks", "sinks", crate::sinks::TYPES),

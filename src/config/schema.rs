@@ -205,10 +205,8 @@ fn variants(kind: &mut Schema, inputs: bool, definitions: &Map<String, Value>) -
 /// that is left out, but refuses a config without a sink.
 pub fn root(schema: &mut Schema) {
     schema.insert("required".to_string(), serde_json::json!(["sinks"]));
-    if let Some(sinks) = schema.get_mut("properties").and_then(|p| p.get_mut("sinks")) {
-        if let Some(s) = sinks.as_object_mut() {
-            s.insert("minProperties".to_string(), 1.into());
-        }
+    if let Some(sinks) = schema.pointer_mut("/properties/sinks").and_then(Value::as_object_mut) {
+        sinks.insert("minProperties".to_string(), 1.into());
     }
 }
 
