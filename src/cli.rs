@@ -1,4 +1,4 @@
-//! The command line: `run`, `validate`, `buffer`, `dead-letters`, `example`, `reference`, `--version`.
+//! The command line: `run`, `validate`, `buffer`, `dead-letters`, `example`, `schema`, `reference`, `--version`.
 //! Arguments and dispatch only: `run` is [`crate::daemon`], the others are in [`crate::commands`].
 
 use std::path::PathBuf;
@@ -79,11 +79,10 @@ pub enum Command {
     /// of the agent and of each component type, with its type and default.
     #[command(hide = true)]
     Reference,
+    /// Print the config file's JSON Schema, for editors that check and
+    /// complete YAML (`hostwatch schema > hostwatch.schema.json`).
+    Schema,
 }
-
-/// The configuration reference, made by build.rs from the `///` docs of
-/// each component's `Config` and its example.
-pub const REFERENCE: &str = include_str!(concat!(env!("OUT_DIR"), "/reference.md"));
 
 /// Runs a parsed command line; the returned code is the process's exit code.
 pub fn main(cli: Cli) -> ExitCode {
@@ -95,9 +94,19 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Validate { config, connect } => validate(&config, connect),
         Command::Example { args } => example(&args),
         Command::Reference => {
-            print!("{REFERENCE}");
+            print!("{}", crate::reference::render());
             ExitCode::SUCCESS
         }
+        Command::Schema => match serde_json::to_string_pretty(&crate::reference::schema()) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cannot write the schema: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Buffer { action, config } => buffer(action, &config),
         Command::DeadLetters { action, sink, config } => dead_letters(action, &sink, &config),
     }

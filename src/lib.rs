@@ -14,6 +14,7 @@
 //! - [`sources`], [`transforms`], [`sinks`]: one module per component `type`, and each kind's list of types.
 //! - [`topology`]: the whole config, the graph built and started, reload, shutdown.
 //! - [`api`]: `/health`, `/metrics` and `/reload`.
+//! - [`reference`]: the config's JSON Schema, and the reference made from it and the examples.
 //! - [`notify`]: systemd notifications (ready, reloading, stopping) and the watchdog.
 //! - [`commands`]: `validate`, `example`, `buffer`, `dead-letters`.
 //! - [`daemon`]: `run`: start, signals, reload, stop.
@@ -29,6 +30,7 @@ pub mod event;
 pub mod expr;
 pub mod notify;
 pub mod pipeline;
+pub mod reference;
 pub mod sinks;
 pub mod sources;
 pub mod topology;

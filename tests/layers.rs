@@ -26,7 +26,7 @@ const LAYERS: &[&[&str]] = &[
     &["sources::*", "transforms::*", "sinks::*"],
     &["sources", "transforms", "sinks"],
     &["topology"],
-    &["api", "notify"],
+    &["api", "notify", "reference"],
     &["commands"],
     &["daemon"],
     &["cli"],

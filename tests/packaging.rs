@@ -366,7 +366,7 @@ fn the_reference_documents_every_type_and_option() {
     assert!(
         missing.is_empty(),
         "options without their documentation or default (a `///` doc with `Default: ...`), or of a type\n\
-         build.rs does not find:\n{}",
+         the schema does not describe:\n{}",
         missing.join("\n")
     );
 }

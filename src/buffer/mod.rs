@@ -23,7 +23,7 @@ use crate::config::{BuildError, ByteSize};
 use crate::pipeline::channel::{Limits, WhenFull};
 
 /// `buffer:` on a sink.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BufferConfig {
     /// `memory` or `disk`. Default: `memory`.
@@ -52,7 +52,7 @@ pub struct BufferConfig {
     pub when_full: WhenFull,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BufferType {
     #[default]

@@ -7,6 +7,7 @@
 
 pub mod every;
 pub mod log;
+pub mod schema;
 pub mod secrets;
 pub mod units;
 pub mod yaml;
@@ -25,7 +26,7 @@ pub use self::yaml::{Kind, Node, Pos, Spanned};
 pub const DEFAULT_PATH: &str = "/etc/hostwatch/agent.yaml";
 
 /// `api:` — the agent's HTTP API.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     /// Address to listen on. Default: `127.0.0.1:8686` (loopback only).
@@ -43,7 +44,7 @@ fn default_api_address() -> SocketAddr {
 }
 
 /// `log:` — the agent's own logs.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// `error`, `warn` (or `warning`), `info`, `debug`, `trace` or `off`, or
@@ -66,7 +67,7 @@ fn default_log_level() -> String {
     "info".to_string()
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]

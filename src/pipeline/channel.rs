@@ -19,7 +19,7 @@ use super::metrics::{ComponentMetrics, DropReason};
 use crate::event::{BatchStatus, EventBatch};
 
 /// What a full channel does with a new batch.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WhenFull {
     /// Wait for room: the pressure reaches the sources, which slow down.

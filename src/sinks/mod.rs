@@ -36,7 +36,8 @@ macro_rules! sink_types {
         pub const TYPES: &[(&str, &str)] = &[$(($name, $example)),*];
 
         /// The settings of a sink's type.
-        #[derive(Debug, Clone)]
+        #[derive(Debug, Clone, schemars::JsonSchema)]
+        #[schemars(rename_all = "snake_case")]
         pub enum SinkKind {
             $($variant($module::Config),)*
         }
@@ -93,9 +94,11 @@ sink_types! {
 }
 
 /// The settings of one sink: what every sink has, and its type's own.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, schemars::JsonSchema)]
 pub struct SinkConfig {
+    #[schemars(flatten)]
     pub common: Common,
+    #[schemars(flatten)]
     pub kind: SinkKind,
 }
 

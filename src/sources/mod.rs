@@ -24,7 +24,8 @@ macro_rules! source_types {
         pub const TYPES: &[(&str, &str)] = &[$(($name, $example)),*];
 
         /// The settings of one source, by `type`.
-        #[derive(Debug, Clone)]
+        #[derive(Debug, Clone, schemars::JsonSchema)]
+        #[schemars(rename_all = "snake_case")]
         pub enum SourceConfig {
             $($variant($module::Config),)*
         }

@@ -16,12 +16,15 @@ use crate::sources::SourceConfig;
 use crate::transforms::TransformConfig;
 
 /// The whole agent configuration.
-#[derive(Debug)]
+#[derive(Debug, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields, transform = crate::config::schema::root)]
 pub struct Config {
     /// The file it was read from.
+    #[schemars(skip)]
     pub path: PathBuf,
     /// The SHA-256 of its text (hex), which `agent.started` reports so that
     /// a fleet's config versions can be told apart.
+    #[schemars(skip)]
     pub hash: String,
     /// Checkpoints, disk buffers and dead letters live here.
     /// Default: `/var/lib/hostwatch`.
@@ -34,8 +37,14 @@ pub struct Config {
     pub api: Option<ApiConfig>,
     /// The agent's own logs, on standard error. Default: `{level: info, format: text}`.
     pub log: LogConfig,
+    /// The sources, by id. Default: none.
+    #[schemars(with = "crate::config::schema::Components<SourceConfig, false>")]
     pub sources: Vec<Component<SourceConfig>>,
+    /// The transforms, by id. Default: none.
+    #[schemars(with = "crate::config::schema::Components<TransformConfig, true>")]
     pub transforms: Vec<Component<TransformConfig>>,
+    /// The sinks, by id; at least one. Required.
+    #[schemars(with = "crate::config::schema::Components<SinkConfig, true>")]
     pub sinks: Vec<Component<SinkConfig>>,
 }
 

@@ -49,7 +49,7 @@ impl Outputs {
 
 /// What happens to an event an expression cannot be evaluated on (a
 /// missing field, a wrong type).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnError {
     /// It goes on as if the expression did not apply.

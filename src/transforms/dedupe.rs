@@ -17,7 +17,7 @@ use crate::transforms::common::Outputs;
 use crate::util::hash::stable_hash;
 
 /// `type: dedupe`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The fields that make two events the same. Default: `[data]`, the whole payload.

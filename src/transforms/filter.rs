@@ -10,7 +10,7 @@ use crate::pipeline::metrics::DropReason;
 use crate::transforms::common::{OnError, Outputs};
 
 /// `type: filter`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// A CEL condition over the event (`type`, `source`, `subject`, `time`,

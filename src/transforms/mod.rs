@@ -34,7 +34,8 @@ macro_rules! transform_types {
         pub const TYPES: &[(&str, &str)] = &[$(($name, $example)),*];
 
         /// The settings of one transform, by `type`.
-        #[derive(Debug, Clone)]
+        #[derive(Debug, Clone, schemars::JsonSchema)]
+        #[schemars(rename_all = "snake_case")]
         pub enum TransformConfig {
             $($variant($module::Config),)*
         }

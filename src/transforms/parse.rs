@@ -49,7 +49,7 @@ mod time;
 keys!(PARSE_ERROR = "parse_error");
 
 /// `type: parse`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `nginx_combined`, `apache_combined`, `apache_common`, `syslog`,
@@ -95,7 +95,7 @@ fn default_target() -> Spanned<String> {
     Spanned { pos: Default::default(), value: "data".to_string() }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
     NginxCombined,
@@ -107,7 +107,7 @@ pub enum Format {
     Regex,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FieldType {
     Int,

@@ -12,7 +12,7 @@ use crate::pipeline::metrics::DropReason;
 use crate::transforms::common::{OnError, Outputs};
 
 /// `type: remap`
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Fields to set (`data.x`, `subject`, or an extension attribute) and

@@ -14,7 +14,7 @@ use crate::transforms::common::Outputs;
 pub const UNMATCHED: &str = "_unmatched";
 
 /// `type: route`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Branch names and their CEL conditions. An event goes to every branch

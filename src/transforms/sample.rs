@@ -22,7 +22,7 @@ use crate::transforms::common::Outputs;
 use crate::util::hash::stable_hash;
 
 /// `type: sample`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The share of events kept, from 0 to 1 (`0.1` keeps 10 %). Give this or

@@ -14,7 +14,7 @@ use crate::pipeline::metrics::DropReason;
 use crate::transforms::common::Outputs;
 
 /// `type: throttle`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Events allowed per window (per key). Required.

@@ -24,7 +24,7 @@ use crate::sinks::driver::retry::SendError;
 use crate::sinks::driver::{BuildContext, Parts, Unconfirmed};
 
 /// `type: amqp`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The broker, `amqp://user:password@host:port/vhost` (`amqps://` for

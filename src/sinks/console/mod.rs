@@ -13,7 +13,7 @@ use crate::sinks::driver::retry::SendError;
 use crate::sinks::driver::{BuildContext, Parts};
 
 /// `type: console`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `ndjson` (one CloudEvent a line) or `text` (each event's message).
@@ -22,7 +22,7 @@ pub struct Config {
     pub encoding: Encoding,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Encoding {
     #[default]

@@ -25,7 +25,7 @@ use messages::compress_each;
 pub use messages::{Attr, Framing, Message, Messages, Mode, STRUCTURED_CONTENT_TYPE};
 
 /// `batch:` on a sink. Unset values take the sink type's defaults.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchConfig {
     /// The most events in one batch. Default: `1000` (the sink type may say otherwise).
@@ -69,7 +69,7 @@ impl BatchConfig {
 }
 
 /// Compression of a batch body.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Compression {
     #[default]

@@ -25,7 +25,7 @@ use crate::config::{BuildError, ByteSize, Duration as ConfigDuration};
 use crate::pipeline::metrics::ComponentMetrics;
 
 /// `dead_letter:` on a sink.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterConfig {
     /// The most bytes of dead letters kept for the sink; past it the oldest

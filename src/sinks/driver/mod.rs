@@ -49,11 +49,18 @@ pub trait Transport {
 }
 
 /// What every sink has besides its type's own settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, schemars::JsonSchema)]
 pub struct Common {
+    /// How events are grouped into one request or write. Default: the sink
+    /// type's limits.
     pub batch: BatchConfig,
+    /// Where events wait for the sink: memory or disk. Default: `{type: memory}`.
     pub buffer: BufferConfig,
+    /// Requests in flight, their timeout and retries. Default: the sink
+    /// type's.
     pub request: RequestConfig,
+    /// How much of the batches the destination refuses for good is kept
+    /// (under `data_dir`), and for how long. Default: `{max_size: 100MiB, max_age: 7d}`.
     pub dead_letter: DeadLetterConfig,
 }
 

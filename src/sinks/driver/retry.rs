@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::config::{BuildError, Duration as ConfigDuration};
 
 /// `request:` on a sink.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestConfig {
     /// How long one request may take before it is abandoned and retried. Default: `30s`.

@@ -20,7 +20,7 @@ use crate::sinks::driver::template;
 use crate::sinks::driver::{BuildContext, Parts};
 
 /// `type: file`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The file to append to. May contain strftime sequences (`%Y-%m-%d`),
@@ -46,7 +46,7 @@ fn default_idle_timeout() -> crate::config::Duration {
     crate::config::Duration::from_secs(30)
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Encoding {
     #[default]

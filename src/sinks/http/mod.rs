@@ -26,7 +26,7 @@ use crate::sinks::driver::retry::SendError;
 use crate::sinks::driver::{BuildContext, Parts};
 
 /// `type: http`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Where to POST batches: an `http://` or `https://` URL. Required.
@@ -54,7 +54,7 @@ pub struct Config {
     pub tls: TlsConfig,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Encoding {
     #[default]
@@ -65,7 +65,7 @@ pub enum Encoding {
     Binary,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Auth {
     Basic { user: String, password: String },
@@ -73,7 +73,7 @@ pub enum Auth {
 }
 
 /// `tls:` on an http sink.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// A PEM file of CA certificates trusted in addition to the system's.

@@ -23,7 +23,7 @@ use crate::sinks::driver::retry::SendError;
 use crate::sinks::driver::{BuildContext, Parts, Unconfirmed};
 
 /// `type: nats`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The server, `nats://host:port` (several separated by commas). Required.

@@ -21,7 +21,7 @@ use crate::sinks::driver::retry::SendError;
 use crate::sinks::driver::{BuildContext, Parts, Unconfirmed};
 
 /// `type: redis`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The server, `redis://[user:password@]host:port/db` (`rediss://` for
@@ -43,7 +43,7 @@ pub struct Config {
     pub encoding: Mode,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RedisMode {
     #[default]

@@ -15,7 +15,7 @@ use crate::event::{AckSet, EventBatch, Map, Str, Value, time};
 use crate::pipeline::metrics::DropReason;
 
 /// `type: agent`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Time between two `agent.heartbeat` events. Default: `30s`.

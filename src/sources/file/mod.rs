@@ -47,7 +47,7 @@ use crate::config::{BuildError, ByteSize, Duration as ConfigDuration, Spanned};
 use crate::pipeline::metrics::Families;
 
 /// `type: file`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Absolute globs of the files to read: `*`, `?`, `[ab]`, `{a,b}`, and
@@ -105,7 +105,7 @@ pub struct Config {
     pub idle_timeout: ConfigDuration,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReadFrom {
     #[default]

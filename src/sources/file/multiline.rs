@@ -9,15 +9,15 @@ use serde::Deserialize;
 use crate::config::{BuildError, ByteSize, Duration as ConfigDuration, Spanned};
 
 /// `multiline:` on a file source.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// A line that matches starts a new event; the lines that follow and do
-    /// not match belong to it. Give this or `continuation_pattern`.
+    /// not match belong to it. Give this or `continuation_pattern`. Default: none.
     #[serde(default)]
     pub start_pattern: Option<Spanned<String>>,
     /// A line that matches belongs to the event before it (e.g. `^\s` for
-    /// indented stack frames). Give this or `start_pattern`.
+    /// indented stack frames). Give this or `start_pattern`. Default: none.
     #[serde(default)]
     pub continuation_pattern: Option<Spanned<String>>,
     /// An event is complete when no line has come for this long. Default: `1s`.

@@ -23,7 +23,7 @@ use crate::event::id::IdGen;
 use crate::event::{AckSet, Event, EventBatch, Map, Str, Value, time};
 
 /// `type: fs_watch`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Files or directories to watch. Required.
@@ -57,7 +57,7 @@ fn default_debounce() -> crate::config::Duration {
     crate::config::Duration::from_millis(500)
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HashKind {
     #[default]

@@ -12,7 +12,7 @@ use crate::event::id::IdGen;
 use crate::event::{AckSet, Event, EventBatch, EventId, Map, Str, Value, time};
 
 /// `type: generator`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Events per second; `0` sends as fast as the pipeline takes them. Default: `1`.

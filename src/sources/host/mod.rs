@@ -40,7 +40,7 @@ use self::services::{ServiceConfig, Services};
 use self::threshold::{Threshold, ThresholdConfig};
 
 /// `type: host`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Time between two `host.metrics` events. Default: `10s`.
@@ -113,7 +113,7 @@ fn all_groups() -> Vec<Group> {
     Group::ALL.to_vec()
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Group {
     Cpu,
@@ -140,7 +140,7 @@ impl Group {
 }
 
 /// `mounts:` on a host source.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MountsConfig {
     /// Mount points to report (globs); pseudo filesystems too when named

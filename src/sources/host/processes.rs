@@ -14,7 +14,7 @@ use crate::config::BuildError;
 use crate::event::{Map, Str, Value};
 
 /// One entry of `processes:` — a name, or a match on name, command line and user.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum ProcessMatch {
     Name(String),

@@ -11,7 +11,7 @@ use crate::config::BuildError;
 use crate::event::{Map, Str, Value};
 
 /// One entry of `services:`; give one of `tcp`, `http`, `unit`, `process`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
     /// A name for the events. Required.

@@ -10,7 +10,7 @@ use crate::config::BuildError;
 use crate::event::{Map, Str, Value};
 
 /// One entry of `thresholds:`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ThresholdConfig {
     /// A name for the events. Required.

@@ -32,7 +32,7 @@ use crate::event::id::IdGen;
 use crate::event::{AckSet, Event, EventBatch, Map, Str, Value, time};
 
 /// `type: http_capture`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `sniff`: capture the traffic of `ports` on `interface` (needs
@@ -103,7 +103,7 @@ pub struct Config {
     pub transaction_timeout: crate::config::Duration,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     Sniff,

@@ -43,7 +43,7 @@ use crate::util::auth;
 use crate::util::http_server::Server;
 
 /// `type: ingest`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Address to listen on. Default: `127.0.0.1:8687` (loopback only).
@@ -96,7 +96,7 @@ pub struct Config {
     pub max_buffered_bytes: ByteSize,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AckMode {
     #[default]

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::config::{BuildError, Spanned};
 
 /// `tls:` on `ingest`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// A PEM file with the server's certificate, followed by the

@@ -12,7 +12,7 @@ use crate::event::{Event, EventId, Value, id, time};
 /// How a broker message carries an event (the CloudEvents protocol
 /// bindings): the whole structured CloudEvent as the message body, or the
 /// event's `data` as the body and its attributes as the message's headers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     #[default]
