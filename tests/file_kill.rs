@@ -8,30 +8,13 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Agent, LogWriter, Mode, Receiver, Rotate, free_port};
+use common::{Agent, Extra, LogWriter, Mode, Receiver, Rotate, file_to_http};
 
 /// The file source with its default settings over `app.log*`, and an http
 /// sink with its default batching.
-fn config(dir: &Path, receiver: &Receiver, api: u16) -> String {
-    format!(
-        r#"
-data_dir: {{data_dir}}
-api:
-  address: 127.0.0.1:{api}
-sources:
-  logs:
-    type: file
-    include: ["{dir}/app.log*"]
-sinks:
-  out:
-    type: http
-    inputs: [logs]
-    url: {url}
-    request: {{retry_initial_backoff: 50ms, retry_max_backoff: 500ms}}
-"#,
-        dir = dir.display(),
-        url = receiver.url()
-    )
+fn config(dir: &Path, receiver: &Receiver) -> String {
+    let sink = "    request: {retry_initial_backoff: 50ms, retry_max_backoff: 500ms}\n";
+    file_to_http(&format!("{}/app.log*", dir.display()), &receiver.url(), Extra { sink, ..Extra::default() })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,24 +24,25 @@ async fn kill_9_five_times_while_rotating_loses_nothing_and_repeats_little() {
     let dir = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
     let path = dir.path().join("app.log");
-    let api = free_port();
-    let text = config(dir.path(), &receiver, api).replace("{data_dir}", &data.path().display().to_string());
+    let text = config(dir.path(), &receiver).replace("{data_dir}", &data.path().display().to_string());
     let mut agent = Agent::start(&text);
-    agent.wait_ready(api);
+    agent.ready();
     let writer = LogWriter { rotate: Rotate::Rename, every: 25_000, rate: 40_000.0, ..LogWriter::new(&path) };
     let writing = tokio::task::spawn_blocking(move || writer.write(0, 300_000));
     for _ in 0..5 {
-        tokio::time::sleep(Duration::from_millis(1200)).await;
+        // Killed after it has delivered some more: 20,000 lines, half a
+        // second of writing.
+        let before = receiver.unique();
+        receiver.wait_for_unique((before + 20_000).min(300_000), Duration::from_secs(60)).await;
         agent.signal("KILL");
         agent.wait_exit(Duration::from_secs(10));
-        tokio::time::sleep(Duration::from_millis(300)).await;
         eprintln!("after kill: {} repeated so far", receiver.seq_report(300_000).1);
         agent = Agent::start(&text);
-        agent.wait_ready(api);
+        agent.ready();
     }
     writing.await.unwrap();
     receiver.wait_for_unique(300_000, Duration::from_secs(60)).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    agent.stop();
     let (missing, repeated, beyond) = receiver.seq_report(300_000);
     assert!(missing.is_empty(), "{} lines lost, e.g. {:?}", missing.len(), &missing[..missing.len().min(10)]);
     assert_eq!(beyond, 0);
