@@ -135,8 +135,10 @@ async fn post_on(conn: &mut tokio::net::TcpStream, seq: u64) -> u16 {
 async fn a_reload_rebuilds_what_changed_and_the_rest_runs_on() {
     let a = Receiver::start(Mode::Accept).await;
     let b = Receiver::start(Mode::Accept).await;
+    // The connection waits idle while 20,000 events are published on
+    // others: longer than the default `header_timeout` on a slow machine.
     let config = |url: &str, cache: u32| {
-        ingest_config(url, "", "").replace("inputs: [apps]", "inputs: [once]").replace(
+        ingest_config(url, "    header_timeout: 10m\n", "").replace("inputs: [apps]", "inputs: [once]").replace(
             "sinks:\n",
             &format!(
                 "transforms:\n  once:\n    type: dedupe\n    inputs: [apps]\n    fields: [data.seq]\n    cache_size: {cache}\nsinks:\n"

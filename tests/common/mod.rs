@@ -233,13 +233,16 @@ impl Drop for Agent {
 /// The address `component` listens on, from the last `listening` line in
 /// the log file `log` of the agent `child` (see [`Agent::listening`]).
 pub fn listening_in(log: &Path, component: &str, child: &mut Child) -> SocketAddr {
+    // Text logs write an id bare and a name quoted; JSON logs quote both.
     let text = format!("component={component} ");
+    let quoted = format!("component=\"{component}\" ");
     let json = format!("\"component\":\"{component}\"");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let logs = std::fs::read_to_string(log).unwrap_or_default();
-        let line =
-            logs.lines().rfind(|l| l.contains("listening") && (l.contains(&text) || l.contains(&json)));
+        let line = logs.lines().rfind(|l| {
+            l.contains("listening") && [&text, &quoted, &json].iter().any(|c| l.contains(c.as_str()))
+        });
         if let Some(address) = line.and_then(address_in) {
             return address;
         }
