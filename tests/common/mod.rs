@@ -261,7 +261,7 @@ fn address_in(line: &str) -> Option<SocketAddr> {
         .map(|i| i + "address=".len())
         .or_else(|| line.find("\"address\":\"").map(|i| i + "\"address\":\"".len()))?;
     let rest = &line[at..];
-    let end = rest.find(|c: char| c == ' ' || c == '"').unwrap_or(rest.len());
+    let end = rest.find([' ', '"']).unwrap_or(rest.len());
     rest[..end].parse().ok()
 }
 
