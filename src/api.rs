@@ -31,7 +31,11 @@ const MAX_CONNECTIONS: usize = 32;
 
 /// Binds the API's address; serving starts with [`serve`].
 pub async fn bind(address: SocketAddr) -> Result<TcpListener, String> {
-    TcpListener::bind(address).await.map_err(|e| format!("the API cannot listen on {address}: {e}"))
+    let listener =
+        TcpListener::bind(address).await.map_err(|e| format!("the API cannot listen on {address}: {e}"))?;
+    // The port bound, which differs from the configured one for port 0.
+    tracing::info!(component = "api", address = %listener.local_addr().unwrap_or(address), "listening");
+    Ok(listener)
 }
 
 /// Serves until `stop` fires. `POST /reload` sends on `reload`.

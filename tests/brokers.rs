@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Agent, LogWriter, free_port};
+use common::{Agent, LogWriter, free_port, metric, metrics, wait_until};
 use serde_json::Value;
 
 const KAFKA: &str = "127.0.0.1:9092";
@@ -347,6 +347,9 @@ async fn nats_delivers_exactly_once_structured_and_binary() {
 struct MqttReader {
     got: Arc<Mutex<Vec<Msg>>>,
     task: tokio::task::JoinHandle<()>,
+    client: rumqttc::AsyncClient,
+    /// A topic under the filter, for the marker that ends a read.
+    marker_topic: String,
 }
 
 impl MqttReader {
@@ -360,7 +363,6 @@ impl MqttReader {
         let sink = got.clone();
         client.subscribe(filter, rumqttc::QoS::AtLeastOnce).await.unwrap();
         let task = tokio::spawn(async move {
-            let _client = client;
             loop {
                 match eventloop.poll().await {
                     Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
@@ -379,16 +381,30 @@ impl MqttReader {
             }
         });
         tokio::time::timeout(Duration::from_secs(20), subscribed).await.unwrap().unwrap();
-        MqttReader { got, task }
+        let marker_topic = format!("{}/end-of-read", filter.trim_end_matches('#').trim_end_matches('/'));
+        MqttReader { got, task, client, marker_topic }
     }
 
+    /// What arrived once `n` messages have, or `within` has passed: then
+    /// a marker of the reader's own is published, and what arrives before
+    /// it (a copy sent again, say) is counted too.
     async fn wait_for(&self, n: usize, within: Duration) -> Vec<Msg> {
         let deadline = Instant::now() + within;
         while self.got.lock().unwrap().len() < n && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        self.got.lock().unwrap().clone()
+        let marker = unique("end-of-read-");
+        self.client
+            .publish(&self.marker_topic, rumqttc::QoS::AtLeastOnce, false, marker.clone().into_bytes())
+            .await
+            .unwrap();
+        let is_marker = |m: &Msg| m.value == marker.as_bytes();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.got.lock().unwrap().iter().any(is_marker) {
+            assert!(Instant::now() < deadline, "the reader's own marker did not come back");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.got.lock().unwrap().iter().filter(|m| !is_marker(m)).cloned().collect()
     }
 }
 
@@ -474,10 +490,9 @@ async fn redis_stream_and_list_deliver_exactly_once() {
 async fn file_checkpoint_waits_for_the_broker(sink: impl Fn(&str) -> String, down: &str, up: &str) -> String {
     let logs = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
-    let api = free_port();
     let config = |target: &str| {
         format!(
-            "data_dir: {}\napi: {{address: \"127.0.0.1:{api}\"}}\nsources:\n  logs:\n    type: file\n    include: [\"{}/*.log\"]\nsinks:\n{}",
+            "data_dir: {}\napi: {{address: \"127.0.0.1:0\"}}\nsources:\n  logs:\n    type: file\n    include: [\"{}/*.log\"]\nsinks:\n{}",
             data.path().display(),
             logs.path().display(),
             sink(target)
@@ -485,8 +500,15 @@ async fn file_checkpoint_waits_for_the_broker(sink: impl Fn(&str) -> String, dow
     };
     LogWriter::new(&logs.path().join("app.log")).write(0, 2_000);
     let mut agent = Agent::start(&config(down));
-    agent.wait_ready(api);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let api = agent.ready();
+    // Every line read, and the sink failing: a checkpoint that did not wait
+    // for the broker would have moved.
+    wait_until("the lines read and the sink retrying", Duration::from_secs(60), async || {
+        let m = metrics(api).await;
+        metric(&m, "hostwatch_events_received_total{component_id=\"logs\"").unwrap_or(0.0) >= 2_000.0
+            && metric(&m, "hostwatch_retries_total{").unwrap_or(0.0) >= 2.0
+    })
+    .await;
     let checkpoint = data.path().join("checkpoints/logs.json");
     let offset = |path: &std::path::Path| -> u64 {
         let saved: Value =
@@ -497,7 +519,7 @@ async fn file_checkpoint_waits_for_the_broker(sink: impl Fn(&str) -> String, dow
     agent.signal("KILL");
     agent.wait_exit(Duration::from_secs(10));
     let mut agent = Agent::start(&config(up));
-    agent.wait_ready(api);
+    agent.ready();
     let file_len = std::fs::metadata(logs.path().join("app.log")).unwrap().len();
     let deadline = Instant::now() + Duration::from_secs(60);
     while offset(&checkpoint) < file_len {
@@ -668,9 +690,10 @@ impl Drop for Instance {
     }
 }
 
-/// 15,000 events at 1,000/s into `sink`, whose broker is down for the
-/// first 3 s and, 4 s after it came up, for another 10 s (stopped, or
-/// frozen with SIGSTOP when `freeze`). `up` runs each time it has started.
+/// 15,000 events at 1,000/s into `sink`, whose broker is down when the
+/// agent starts, up until 3,000 more events were delivered,
+/// then away again (stopped, or frozen with SIGSTOP when `freeze`) until the
+/// sink has retried. `up` runs each time it has started.
 async fn outage<F, Fut>(broker: &mut Instance, sink: &str, freeze: bool, up: F) -> u64
 where
     F: Fn() -> Fut,
@@ -678,19 +701,36 @@ where
 {
     let n = 15_000;
     let config = format!(
-        "data_dir: {{data_dir}}\nsources:\n  gen:\n    type: generator\n    rate: 1000\n    count: {n}\nsinks:\n{sink}    request: {{timeout: 5s, retry_max_backoff: 1s}}\n"
+        "data_dir: {{data_dir}}\napi: {{address: \"127.0.0.1:0\"}}\nsources:\n  gen:\n    type: generator\n    rate: 1000\n    count: {n}\nsinks:\n{sink}    request: {{timeout: 5s, retry_max_backoff: 1s}}\n"
     );
     let mut agent = Agent::start(&config);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let api = agent.api();
+    // The sink is the only one.
+    let sink_metric = async |name: &str| {
+        let text = metrics(api).await;
+        let line = text.lines().find(|l| l.starts_with(name) && l.contains("component_kind=\"sink\""));
+        line.and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+    };
+    let retries = "hostwatch_retries_total";
+    // Started, its sink tried the broker, which is down.
+    agent.wait_log(&["hostwatch started"], Duration::from_secs(30));
     broker.start().await;
     up().await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    let sent = sink_metric("hostwatch_events_sent_total").await;
+    wait_until("delivery while the broker is up", Duration::from_secs(60), async || {
+        sink_metric("hostwatch_events_sent_total").await >= sent + 3_000.0
+    })
+    .await;
     if freeze {
         broker.signal("STOP");
     } else {
         broker.stop().await;
     }
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    let before = sink_metric(retries).await;
+    wait_until("a retry while the broker is away", Duration::from_secs(60), async || {
+        sink_metric(retries).await >= before + 1.0
+    })
+    .await;
     if freeze {
         broker.signal("CONT");
     } else {

@@ -7,50 +7,21 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Agent, BIN, LogWriter, Mode, Receiver, free_port};
+use common::{Agent, BIN, Extra, LogWriter, Mode, Receiver, file_to_http, free_port, metrics, wait_until};
 use serde_json::Value;
 
 /// A file source over `dir/app.log` to the receiver, with extra sink settings.
-fn config(dir: &Path, receiver: &Receiver, api: u16, sink_extra: &str) -> String {
-    format!(
-        r#"
-data_dir: {{data_dir}}
-api:
-  address: 127.0.0.1:{api}
-sources:
-  logs:
-    type: file
-    include: ["{dir}/app.log"]
-sinks:
-  out:
-    type: http
-    inputs: [logs]
-    url: {url}
-{sink_extra}"#,
-        dir = dir.display(),
-        url = receiver.url()
-    )
-}
-
-/// Polls `check` every 20 ms until it holds, or panics after `within`.
-async fn wait_until(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+fn config(dir: &Path, receiver: &Receiver, sink_extra: &str) -> String {
+    let include = format!("{}/app.log", dir.display());
+    file_to_http(&include, &receiver.url(), Extra { sink: sink_extra, ..Extra::default() })
 }
 
 async fn health(api: u16) -> (u16, Value) {
     let r = common::get(&format!("http://127.0.0.1:{api}/health")).await;
     let status = r.status().as_u16();
     (status, r.json().await.unwrap())
-}
-
-async fn metrics(api: u16) -> String {
-    common::get(&format!("http://127.0.0.1:{api}/metrics")).await.text().await.unwrap()
 }
 
 const DEAD_LETTERED: &str =
@@ -111,11 +82,10 @@ async fn refused_credentials_hold_the_data_until_fixed() {
     receiver.count_only();
     let dir = tempfile::tempdir().unwrap();
     LogWriter::new(&dir.path().join("app.log")).write(0, 5000);
-    let api = free_port();
     let sink = "    batch: {max_events: 100, timeout: 100ms}\n    \
                 request: {retry_initial_backoff: 20ms, retry_max_backoff: 200ms}\n";
-    let mut agent = Agent::start(&config(dir.path(), &receiver, api, sink));
-    agent.wait_listening(([127, 0, 0, 1], api).into());
+    let mut agent = Agent::start(&config(dir.path(), &receiver, sink));
+    let api = agent.api();
 
     // Many refusals: each batch is tried again and again.
     wait_until("50 refused requests", Duration::from_secs(30), async || receiver.failed() >= 50).await;
@@ -149,12 +119,12 @@ async fn dead_letters_stay_within_max_size_the_oldest_deleted_first() {
     let receiver = Receiver::start(Mode::Refuse).await;
     let dir = tempfile::tempdir().unwrap();
     LogWriter::new(&dir.path().join("app.log")).write(0, 400);
-    let api = free_port();
     // One batch in flight at a time, so that letters are written in the
     // order of the lines; each letter is about 3 KB.
     let sink = "    batch: {max_events: 10, timeout: 50ms}\n    \
                 request: {concurrency: 1}\n    dead_letter: {max_size: 16KiB}\n";
-    let agent = Agent::start(&config(dir.path(), &receiver, api, sink));
+    let mut agent = Agent::start(&config(dir.path(), &receiver, sink));
+    let api = agent.api();
     wait_until("400 events dead-lettered", Duration::from_secs(60), async || {
         common::metric(&metrics(api).await, DEAD_LETTERED) == Some(400.0)
     })
@@ -182,9 +152,9 @@ async fn dead_letters_older_than_max_age_are_deleted() {
     let receiver = Receiver::start(Mode::Refuse).await;
     let dir = tempfile::tempdir().unwrap();
     LogWriter::new(&dir.path().join("app.log")).write(0, 30);
-    let api = free_port();
     let sink = "    batch: {max_events: 10, timeout: 50ms}\n    dead_letter: {max_age: 1s}\n";
-    let agent = Agent::start(&config(dir.path(), &receiver, api, sink));
+    let mut agent = Agent::start(&config(dir.path(), &receiver, sink));
+    let api = agent.api();
     let dead = dead_dir(&agent);
     wait_until("a dead letter", Duration::from_secs(30), async || !letters(&dead).is_empty()).await;
     wait_until("30 events dead-lettered", Duration::from_secs(30), async || {
@@ -204,9 +174,9 @@ async fn dead_letters_are_listed_and_replayed_with_their_ids() {
     let receiver = Receiver::start(Mode::Refuse).await;
     let dir = tempfile::tempdir().unwrap();
     LogWriter::new(&dir.path().join("app.log")).write(0, 50);
-    let api = free_port();
     let sink = "    batch: {max_events: 10, timeout: 50ms}\n    compression: gzip\n    encoding: json\n";
-    let mut agent = Agent::start(&config(dir.path(), &receiver, api, sink));
+    let mut agent = Agent::start(&config(dir.path(), &receiver, sink));
+    let api = agent.api();
     let dead = dead_dir(&agent);
     wait_until("50 events dead-lettered", Duration::from_secs(30), async || {
         common::metric(&metrics(api).await, DEAD_LETTERED) == Some(50.0)
@@ -321,12 +291,11 @@ async fn a_broker_refusing_the_credentials_holds_the_data() {
         "    type: redis\n    url: \"redis://hostwatch-nobody:wrong@127.0.0.1:6379/0\"\n    key: hostwatch-auth-test\n",
         "    type: amqp\n    url: \"amqp://hostwatch-nobody:wrong@127.0.0.1:5672/%2f\"\n    exchange: \"\"\n    routing_key: hostwatch-auth-test\n",
     ] {
-        let api = free_port();
         let config = format!(
             r#"
 data_dir: {{data_dir}}
 api:
-  address: 127.0.0.1:{api}
+  address: 127.0.0.1:0
 sources:
   gen:
     type: generator
@@ -338,7 +307,8 @@ sinks:
     request: {{timeout: 2s, retry_initial_backoff: 20ms, retry_max_backoff: 100ms}}
 {sink}"#
         );
-        let agent = Agent::start(&config);
+        let mut agent = Agent::start(&config);
+        let api = agent.api();
         wait_until("auth_failed", Duration::from_secs(30), async || {
             let r = common::client().get(format!("http://127.0.0.1:{api}/health")).send().await;
             match r {

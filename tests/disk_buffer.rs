@@ -6,42 +6,18 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Agent, LogWriter, Mode, Receiver, free_port, metric};
+use common::{Agent, Extra, LogWriter, Mode, Receiver, file_to_http, metric, metrics};
 
-fn config(dir: &Path, data: &Path, receiver: &Receiver, api: u16, max_size: &str) -> String {
-    format!(
-        r#"
-data_dir: {data}
-shutdown_timeout: 1s
-api:
-  address: 127.0.0.1:{api}
-sources:
-  logs:
-    type: file
-    include: ["{dir}/app.log*"]
-sinks:
-  out:
-    type: http
-    inputs: [logs]
-    url: {url}
-    request: {{retry_initial_backoff: 50ms, retry_max_backoff: 200ms}}
-    buffer: {{type: disk, max_size: {max_size}}}
-"#,
-        dir = dir.display(),
-        data = data.display(),
-        url = receiver.url()
-    )
-}
-
-async fn metrics(api: u16) -> String {
-    common::client()
-        .get(format!("http://127.0.0.1:{api}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+/// A file source over `dir`'s `app.log*` into an http sink with a disk
+/// buffer of `max_size`, in the data directory `data`.
+fn config(dir: &Path, data: &Path, receiver: &Receiver, max_size: &str) -> String {
+    let sink = format!(
+        "    request: {{retry_initial_backoff: 50ms, retry_max_backoff: 200ms}}\n    \
+         buffer: {{type: disk, max_size: {max_size}}}\n"
+    );
+    let extra = Extra { top: "shutdown_timeout: 1s\n", sink: &sink, ..Extra::default() };
+    file_to_http(&format!("{}/app.log*", dir.display()), &receiver.url(), extra)
+        .replace("{data_dir}", &data.display().to_string())
 }
 
 /// Waits until the events waiting in the disk buffer satisfy `done`;
@@ -78,25 +54,36 @@ async fn kill_9_while_the_sink_is_down_loses_nothing() {
     receiver.count_only();
     let dir = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
-    let api = free_port();
-    let text = config(dir.path(), data.path(), &receiver, api, "1GiB");
+    let text = config(dir.path(), data.path(), &receiver, "1GiB");
     let mut agent = Agent::start(&text);
-    agent.wait_ready(api);
+    let mut api = agent.ready();
     let writer = LogWriter { rate: 200_000.0, ..LogWriter::new(&dir.path().join("app.log")) };
     let writing = tokio::task::spawn_blocking(move || writer.write(0, LINES));
+    let buffer_bytes = || -> u64 {
+        std::fs::read_dir(data.path().join("buffer/out"))
+            .map(|d| d.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
+            .unwrap_or(0)
+    };
     for round in 0..3 {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Each round kills the agent after it has taken more lines: into
+        // the disk buffer while the sink refuses, to the receiver after.
         if round == 2 {
             receiver.set_mode(Mode::Accept);
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            let before = receiver.unique();
+            common::wait_until("delivery after the sink came back", Duration::from_secs(60), async || {
+                receiver.unique() > before
+            })
+            .await;
+        } else {
+            let before = buffer_bytes();
+            common::wait_until("more in the disk buffer", Duration::from_secs(60), async || {
+                buffer_bytes() > before
+            })
+            .await;
         }
         agent.signal("KILL");
         agent.wait_exit(Duration::from_secs(10));
-        let buffered: u64 = std::fs::read_dir(data.path().join("buffer/out"))
-            .unwrap()
-            .filter_map(|e| e.ok()?.metadata().ok())
-            .map(|m| m.len())
-            .sum();
+        let buffered = buffer_bytes();
         eprintln!(
             "killed in round {round}: {buffered} bytes in the disk buffer, {} lines received",
             receiver.unique()
@@ -105,7 +92,7 @@ async fn kill_9_while_the_sink_is_down_loses_nothing() {
             assert!(buffered > 0, "nothing in the disk buffer while the sink was down");
         }
         agent = Agent::start(&text);
-        agent.wait_ready(api);
+        api = agent.ready();
     }
     writing.await.unwrap();
     receiver.wait_for_unique(LINES, Duration::from_secs(120)).await;
@@ -116,9 +103,11 @@ async fn kill_9_while_the_sink_is_down_loses_nothing() {
     // Delivered, and the segments before the saved position deleted: what
     // is left is the segment delivery stopped in and the writer's.
     wait_buffer(api, |n| n == 0.0, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let left = segment_files(&data.path().join("buffer/out"));
-    assert!(left.len() <= 2, "delivered segments were kept: {left:?}");
+    let buffer = data.path().join("buffer/out");
+    common::wait_until("delivered segments deleted", Duration::from_secs(10), async || {
+        segment_files(&buffer).len() <= 2
+    })
+    .await;
 }
 
 /// Lines held on disk while the sink is down, then one segment damaged in
@@ -131,11 +120,10 @@ async fn a_damaged_segment_costs_its_records_not_the_agent() {
     receiver.count_only();
     let dir = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
-    let api = free_port();
     // Segments of 3 MiB (max_size / 8, at least 1 MiB): several.
-    let text = config(dir.path(), data.path(), &receiver, api, "24MiB");
+    let text = config(dir.path(), data.path(), &receiver, "24MiB");
     let mut agent = Agent::start(&text);
-    agent.wait_ready(api);
+    let api = agent.ready();
     LogWriter::new(&dir.path().join("app.log")).write(0, LINES);
     wait_buffer(api, |n| n >= LINES as f64, Duration::from_secs(30)).await;
     agent.signal("TERM");
@@ -175,7 +163,7 @@ async fn a_damaged_segment_costs_its_records_not_the_agent() {
 
     receiver.set_mode(Mode::Accept);
     let mut agent = Agent::start(&text);
-    agent.wait_ready(api);
+    let api = agent.ready();
     // Everything readable delivered: the buffer holds nothing more.
     let m = wait_buffer(api, |n| n == 0.0, Duration::from_secs(30)).await;
     let corrupt = metric(
@@ -232,11 +220,10 @@ async fn a_full_disk_buffer_blocks_or_drops_and_counts() {
         receiver.count_only();
         let dir = tempfile::tempdir().unwrap();
         let data = tempfile::tempdir().unwrap();
-        let api = free_port();
-        let text = config(dir.path(), data.path(), &receiver, api, "1MiB")
+        let text = config(dir.path(), data.path(), &receiver, "1MiB")
             .replace("max_size: 1MiB}", &format!("max_size: 1MiB, when_full: {when_full}}}"));
         let mut agent = Agent::start(&text);
-        agent.wait_ready(api);
+        let api = agent.ready();
         LogWriter::new(&dir.path().join("app.log")).write(0, LINES);
         // Wait until the agent is stuck (block) or has read everything (drop).
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -297,7 +284,6 @@ async fn a_slow_sink_holds_back_a_file_source_but_not_pushed_events() {
     receiver.set_delay(Duration::from_millis(20));
     let dir = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
-    let (api, ingest) = (free_port(), free_port());
     // 20 ms a request: the file's sink takes 5,000 events a second, the
     // pushed events' 500, until the delay ends.
     let sink = |name: &str, input: &str, per_request: u32| {
@@ -309,9 +295,9 @@ async fn a_slow_sink_holds_back_a_file_source_but_not_pushed_events() {
         )
     };
     let text = format!(
-        "data_dir: {data}\nshutdown_timeout: 1s\napi:\n  address: 127.0.0.1:{api}\nsources:\n  \
+        "data_dir: {data}\nshutdown_timeout: 1s\napi:\n  address: 127.0.0.1:0\nsources:\n  \
          logs:\n    type: file\n    include: [\"{dir}/app.log\"]\n  \
-         apps:\n    type: ingest\n    address: 127.0.0.1:{ingest}\nsinks:\n{files}{pushed}",
+         apps:\n    type: ingest\n    address: 127.0.0.1:0\nsinks:\n{files}{pushed}",
         data = data.path().display(),
         dir = dir.path().display(),
         files = sink("files", "logs", 100),
@@ -320,7 +306,8 @@ async fn a_slow_sink_holds_back_a_file_source_but_not_pushed_events() {
     // Lines 0..LINES from the file; PUSHED more, numbered after them, pushed.
     LogWriter::new(&dir.path().join("app.log")).write(0, LINES);
     let mut agent = Agent::start(&text);
-    agent.wait_ready(api);
+    let api = agent.ready();
+    let ingest = agent.ingest_url("apps");
     // Without the wait, the whole file would be read and on disk within a
     // second; with it, the file source reads a batch (some 3,700 lines) as
     // the sink takes one, and a few wait on the way.
@@ -336,7 +323,7 @@ async fn a_slow_sink_holds_back_a_file_source_but_not_pushed_events() {
         most < 40_000.0 && read < (LINES / 2) as f64,
         "{read} lines read and up to {most} waiting on disk in 2 s: the file source ran ahead of its sink"
     );
-    let retried = common::publish(&format!("http://127.0.0.1:{ingest}/events"), LINES, PUSHED, 500).await;
+    let retried = common::publish(&ingest, LINES, PUSHED, 500).await;
     assert_eq!(retried, 0, "pushed events were refused although the disk had room");
     let pushed =
         metric(&metrics(api).await, "hostwatch_buffer_events{component_id=\"pushed\"").unwrap_or(0.0);
@@ -371,16 +358,15 @@ async fn a_sink_down_for_a_minute_costs_disk_not_memory() {
     receiver.count_only();
     let dir = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
-    let api = free_port();
-    let config = config(dir.path(), data.path(), &receiver, api, "1GiB")
+    let config = config(dir.path(), data.path(), &receiver, "1GiB")
         .replace("retry_max_backoff: 200ms}", "retry_max_backoff: 200ms, concurrency: 1}");
     let mut agent = Agent::start(&config);
-    agent.wait_ready(api);
+    let api = agent.ready();
     let pid = agent.child.id();
     let writer = LogWriter { rate: RATE, ..LogWriter::new(&dir.path().join("app.log")) };
     let writing = tokio::task::spawn_blocking(move || writer.write(0, LINES));
-    // Steady state first.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // Steady state first: 8 s of lines delivered.
+    receiver.wait_for_unique(40_000, Duration::from_secs(60)).await;
     let before = (0..5)
         .map(|_| {
             std::thread::sleep(Duration::from_millis(200));
@@ -389,12 +375,15 @@ async fn a_sink_down_for_a_minute_costs_disk_not_memory() {
         .max()
         .unwrap();
     receiver.set_mode(Mode::FailEvery(1));
+    // The outage lasts until 250,000 lines (50 s at RATE) wait on disk, or
+    // the writer is done.
     let mut peak = 0;
-    for _ in 0..60 {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut waiting = 0.0;
+    while waiting < 250_000.0 && !writing.is_finished() {
+        tokio::time::sleep(Duration::from_millis(500)).await;
         peak = peak.max(rss_kib(pid));
+        waiting = metric(&metrics(api).await, "hostwatch_buffer_events{").unwrap_or(0.0);
     }
-    let waiting = metric(&metrics(api).await, "hostwatch_buffer_events{").unwrap_or(0.0);
     receiver.set_mode(Mode::Accept);
     writing.await.unwrap();
     receiver.wait_for_unique(LINES, Duration::from_secs(60)).await;
@@ -440,15 +429,14 @@ async fn a_stop_with_the_sink_down_keeps_what_was_not_delivered() {
         receiver.count_only();
         let dir = tempfile::tempdir().unwrap();
         let data = tempfile::tempdir().unwrap();
-        let api = free_port();
-        let mut text = config(dir.path(), data.path(), &receiver, api, "1GiB");
+        let mut text = config(dir.path(), data.path(), &receiver, "1GiB");
         if !disk {
             text = text.replace("    buffer: {type: disk, max_size: 1GiB}\n", "");
             assert!(!text.contains("disk"));
         }
         LogWriter::new(&dir.path().join("app.log")).write(0, LINES);
         let mut agent = Agent::start(&text);
-        agent.wait_ready(api);
+        agent.ready();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while receiver.failed() < 3 {
             assert!(std::time::Instant::now() < deadline, "the sink was never asked:\n{}", agent.logs());
@@ -469,9 +457,11 @@ async fn a_stop_with_the_sink_down_keeps_what_was_not_delivered() {
         }
         receiver.set_mode(Mode::Accept);
         let mut agent = Agent::start(&text);
-        agent.wait_ready(api);
+        agent.ready();
         receiver.wait_for_unique(LINES, Duration::from_secs(60)).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Stopped, the agent has sent all it will: any repeat has arrived.
+        agent.signal("TERM");
+        agent.wait_exit(Duration::from_secs(10));
         let (missing, repeated, beyond) = receiver.seq_report(LINES);
         assert!(missing.is_empty() && beyond == 0, "disk buffer {disk}: {} lost", missing.len());
         if disk {
@@ -484,7 +474,5 @@ async fn a_stop_with_the_sink_down_keeps_what_was_not_delivered() {
         } else {
             assert_eq!(repeated, 0, "lines delivered twice");
         }
-        agent.signal("TERM");
-        agent.wait_exit(Duration::from_secs(10));
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Agent, Mode, Receiver, free_ports, publish};
+use common::{Agent, Extra, Mode, Receiver, ingest_to_http, publish};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
@@ -27,30 +27,17 @@ fn rss_bytes(pid: u32) -> u64 {
     kib * 1024
 }
 
-fn start(receiver: &Receiver, ingest_extra: &str, top_extra: &str) -> (Agent, u16, u16) {
-    let [port, api] = free_ports();
-    let config = format!(
-        r#"
-data_dir: {{data_dir}}
-api:
-  address: 127.0.0.1:{api}
-{top_extra}
-sources:
-  apps:
-    type: ingest
-    address: 127.0.0.1:{port}
-{ingest_extra}
-sinks:
-  out:
-    type: http
-    inputs: [apps]
-    url: {url}
-    batch: {{max_events: 500, timeout: 100ms}}
-"#,
-        url = receiver.url()
-    );
-    let mut agent = Agent::start(&config);
-    agent.wait_listening(([127, 0, 0, 1], port).into());
+/// The agent with an `ingest` source; its port and the API's. `api_extra`
+/// goes into the `api` settings (indented two spaces).
+fn start(receiver: &Receiver, ingest_extra: &str, api_extra: &str) -> (Agent, u16, u16) {
+    let extra = Extra {
+        top: api_extra,
+        source: ingest_extra,
+        sink: "    batch: {max_events: 500, timeout: 100ms}\n",
+    };
+    let mut agent = Agent::start(&ingest_to_http(&receiver.url(), extra));
+    let port = agent.listening("apps").port();
+    let api = agent.api();
     (agent, port, api)
 }
 
@@ -318,7 +305,7 @@ async fn wait_for_connections(api: u16, n: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_tokens_guard_ingest_and_reload() {
     let receiver = Receiver::start(Mode::Accept).await;
-    let (agent, port, api) =
+    let (mut agent, port, api) =
         start(&receiver, "    auth: {bearer: ingest-T0ken}\n", "  auth: {bearer: api-S3cret}\n");
     let url = format!("http://127.0.0.1:{port}/events");
     let client = common::client();
@@ -346,11 +333,7 @@ async fn bearer_tokens_guard_ingest_and_reload() {
     assert_eq!(common::get(&format!("http://127.0.0.1:{api}/metrics")).await.status(), 200);
     let r = client.post(&reload).bearer_auth("api-S3cret").send().await.unwrap();
     assert_eq!(r.status(), 202);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !agent.logs().contains("the config did not change") {
-        assert!(Instant::now() < deadline, "no reload:\n{}", agent.logs());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    agent.wait_log(&["the config did not change"], Duration::from_secs(20));
     let logs = agent.logs();
     assert!(!logs.contains("T0ken") && !logs.contains("S3cret"), "{logs}");
 }

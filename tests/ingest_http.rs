@@ -5,7 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Agent, Mode, Receiver, assert_cloudevent, assert_exactly_once, free_port, publish};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use common::{Agent, Extra, Mode, Receiver, assert_cloudevent, assert_exactly_once, metric, publish};
 
 struct Setup {
     agent: Agent,
@@ -14,60 +17,50 @@ struct Setup {
 }
 
 fn start(receiver: &Receiver, extra_source: &str, extra_sink: &str) -> Setup {
-    let ingest_port = free_port();
-    let api = free_port();
-    let config = format!(
-        r#"
-data_dir: {{data_dir}}
-hostname: test-host
-api:
-  address: 127.0.0.1:{api}
-sources:
-  apps:
-    type: ingest
-    address: 127.0.0.1:{ingest_port}
-{extra_source}
-sinks:
-  out:
-    type: http
-    inputs: [apps]
-    url: {url}
-    batch:
-      max_events: 500
-      timeout: 200ms
-    request:
-      retry_initial_backoff: 100ms
-      retry_max_backoff: 1s
-{extra_sink}
-"#,
-        url = receiver.url()
+    let sink = format!(
+        "    batch:\n      max_events: 500\n      timeout: 200ms\n    request:\n      \
+         retry_initial_backoff: 100ms\n      retry_max_backoff: 1s\n{extra_sink}"
     );
-    let mut agent = Agent::start(&config);
-    agent.wait_listening(([127, 0, 0, 1], ingest_port).into());
-    Setup { agent, ingest: format!("http://127.0.0.1:{ingest_port}/events"), api }
+    let extra = Extra { top: "hostname: test-host\n", source: extra_source, sink: &sink };
+    let mut agent = Agent::start(&common::ingest_to_http(&receiver.url(), extra));
+    let ingest = agent.ingest_url("apps");
+    let api = agent.api();
+    Setup { agent, ingest, api }
 }
 
-async fn publish_concurrently(url: &str, total: u64, publishers: u64) -> u64 {
+/// Publishes `total` events from `publishers` tasks at once; requests sent
+/// again are counted in `retried`.
+async fn publish_concurrently(url: &str, total: u64, publishers: u64, retried: Arc<AtomicU64>) {
     let per = total / publishers;
     let mut tasks = Vec::new();
     for p in 0..publishers {
         let url = url.to_string();
-        tasks.push(tokio::spawn(async move { publish(&url, p * per, per, 100).await }));
+        let retried = retried.clone();
+        tasks.push(tokio::spawn(
+            async move { common::publish_counting(&url, p * per, per, 100, &retried).await },
+        ));
     }
-    let mut retried = 0;
     for t in tasks {
-        retried += t.await.expect("publisher");
+        t.await.expect("publisher");
     }
-    retried
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_events_arrive_exactly_once_as_cloudevents() {
     let receiver = Receiver::start(Mode::Accept).await;
-    let setup = start(&receiver, "", "");
-    publish_concurrently(&setup.ingest, 10_000, 4).await;
+    let mut setup = start(&receiver, "", "");
+    publish_concurrently(&setup.ingest, 10_000, 4, Arc::default()).await;
     receiver.wait_for(10_000, Duration::from_secs(60)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent =
+        r#"hostwatch_events_sent_total{component_id="out",component_kind="sink",component_type="http"}"#;
+    common::wait_until("10,000 counted as sent", Duration::from_secs(10), async || {
+        metric(&common::metrics(setup.api).await, sent).unwrap_or(0.0) >= 10_000.0
+    })
+    .await;
+    let metrics = common::metrics(setup.api).await;
+    let health: serde_json::Value =
+        common::get(&format!("http://127.0.0.1:{}/health", setup.api)).await.json().await.unwrap();
+    setup.agent.stop();
 
     let events = receiver.events();
     for e in assert_exactly_once(&events, 10_000) {
@@ -78,65 +71,65 @@ async fn ten_thousand_events_arrive_exactly_once_as_cloudevents() {
     assert!(receiver.requests() < 1_000, "{} requests", receiver.requests());
     assert_eq!(receiver.content_types().keys().collect::<Vec<_>>(), vec!["application/x-ndjson"]);
 
-    let metrics = common::get(&format!("http://127.0.0.1:{}/metrics", setup.api)).await.text().await.unwrap();
-    assert!(
-        metrics.contains(r#"hostwatch_events_sent_total{component_id="out",component_kind="sink",component_type="http"} 10000"#),
-        "{metrics}"
-    );
+    assert!(metrics.contains(&format!("{sent} 10000")), "{metrics}");
     assert!(metrics.contains(r#"hostwatch_events_received_total{component_id="apps",component_kind="source",component_type="ingest"} 10000"#));
-    let health: serde_json::Value =
-        common::get(&format!("http://127.0.0.1:{}/health", setup.api)).await.json().await.unwrap();
     assert_eq!(health["status"], "ok", "{health}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_while_a_third_of_the_requests_get_503() {
     let receiver = Receiver::start(Mode::FailEvery(3)).await;
-    let setup = start(&receiver, "", "");
-    publish_concurrently(&setup.ingest, 10_000, 4).await;
+    let mut setup = start(&receiver, "", "");
+    publish_concurrently(&setup.ingest, 10_000, 4, Arc::default()).await;
     receiver.wait_for(10_000, Duration::from_secs(90)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-
+    // Every 503 was retried: the retries counted reach the failures seen.
+    let retries = async || {
+        metric(&common::metrics(setup.api).await, "hostwatch_retries_total{component_id=\"out\"")
+            .unwrap_or(0.0) as u64
+    };
+    let failed = receiver.failed();
+    common::wait_until("every 503 counted as retried", Duration::from_secs(10), async || {
+        retries().await >= failed
+    })
+    .await;
+    setup.agent.stop();
     assert_exactly_once(&receiver.events(), 10_000);
     let (requests, failed) = (receiver.requests(), receiver.failed());
     assert!(failed >= requests / 3, "{failed} of {requests} requests failed");
-    let metrics = common::get(&format!("http://127.0.0.1:{}/metrics", setup.api)).await.text().await.unwrap();
-    let retries = metrics
-        .lines()
-        .find(|l| l.starts_with("hostwatch_retries_total{component_id=\"out\""))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse::<u64>().ok())
-        .unwrap_or(0);
-    assert_eq!(retries, failed, "every 503 was retried");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exactly_once_while_the_server_is_down_for_five_seconds() {
+async fn exactly_once_while_the_server_is_down_until_publishers_are_pushed_back() {
     let mut receiver = Receiver::start(Mode::Accept).await;
     // A small buffer, so the outage pushes back to the publishers as 503.
-    let setup = start(&receiver, "", "    buffer:\n      max_events: 2000\n");
+    let mut setup = start(&receiver, "", "    buffer:\n      max_events: 2000\n");
     let url = setup.ingest.clone();
-    let publisher = tokio::spawn(async move { publish_concurrently(&url, 10_000, 2).await });
+    let retried = Arc::new(AtomicU64::new(0));
+    let counted = retried.clone();
+    let publisher = tokio::spawn(async move { publish_concurrently(&url, 10_000, 2, counted).await });
 
     receiver.wait_for(1_000, Duration::from_secs(30)).await;
     receiver.down().await;
     let during = receiver.count();
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Down until the pipeline is full and pushes back: a full pipeline
+    // answers 503, and the publisher sends again.
+    common::wait_until("the publishers pushed back", Duration::from_secs(60), async || {
+        retried.load(Ordering::SeqCst) > 0
+    })
+    .await;
     assert_eq!(receiver.count(), during, "nothing arrives while the server is down");
     receiver.up().await;
 
-    let retried = publisher.await.expect("publisher");
+    publisher.await.expect("publisher");
     receiver.wait_for(10_000, Duration::from_secs(60)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    setup.agent.stop();
     assert_exactly_once(&receiver.events(), 10_000);
-    assert!(retried > 0, "a full pipeline answers 503, and the publisher sent again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_delivers_everything_in_flight_and_exits_0() {
     let receiver = Receiver::start(Mode::Accept).await;
     receiver.set_delay(Duration::from_millis(200));
-    let ingest_port = free_port();
     let config = format!(
         r#"
 data_dir: {{data_dir}}
@@ -144,7 +137,7 @@ shutdown_timeout: 30s
 sources:
   apps:
     type: ingest
-    address: 127.0.0.1:{ingest_port}
+    address: 127.0.0.1:0
 sinks:
   out:
     type: http
@@ -156,9 +149,8 @@ sinks:
         url = receiver.url()
     );
     let mut agent = Agent::start(&config);
-    agent.wait_listening(([127, 0, 0, 1], ingest_port).into());
-    publish(&format!("http://127.0.0.1:{ingest_port}/events"), 0, 5_000, 250).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let url = agent.ingest_url("apps");
+    publish(&url, 0, 5_000, 250).await;
     assert_eq!(receiver.count(), 0, "the events are still in flight");
 
     agent.signal("TERM");
@@ -170,7 +162,7 @@ sinks:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_bodies_get_400_and_nothing_of_them_is_accepted() {
     let receiver = Receiver::start(Mode::Accept).await;
-    let setup = start(&receiver, "    max_body_bytes: 4KiB\n", "");
+    let mut setup = start(&receiver, "    max_body_bytes: 4KiB\n", "");
     let client = common::client();
     let post = |ct: &'static str, body: String| {
         client.post(&setup.ingest).header("content-type", ct).body(body).send()
@@ -219,10 +211,9 @@ async fn malformed_bodies_get_400_and_nothing_of_them_is_accepted() {
     assert_eq!(r.status(), 202);
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["accepted"], 1);
     receiver.wait_for(1, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let metrics = common::metrics(setup.api).await;
+    setup.agent.stop();
     assert_exactly_once(&receiver.events(), 1);
-
-    let metrics = common::get(&format!("http://127.0.0.1:{}/metrics", setup.api)).await.text().await.unwrap();
     assert!(metrics.contains(r#"hostwatch_events_dropped_total{component_id="apps",component_kind="source",component_type="ingest",reason="malformed"} 6"#), "{metrics}");
 }
 
@@ -274,14 +265,13 @@ async fn acknowledgements_wait_for_every_sink_and_count_deliberate_drops() {
     let fast = Receiver::start(Mode::Accept).await;
     let slow = Receiver::start(Mode::Accept).await;
     slow.set_delay(Duration::from_millis(1500));
-    let port = free_port();
     let config = format!(
         r#"
 data_dir: {{data_dir}}
 sources:
   apps:
     type: ingest
-    address: 127.0.0.1:{port}
+    address: 127.0.0.1:0
     ack: delivered
 transforms:
   none:
@@ -308,13 +298,13 @@ sinks:
         slow = slow.url()
     );
     let mut agent = Agent::start(&config);
-    agent.wait_listening(([127, 0, 0, 1], port).into());
+    let url = agent.ingest_url("apps");
     let client = common::client();
     let started = std::time::Instant::now();
     // Two events: the sampler keeps the first (1 in N keeps the first of
     // each N) and drops the second on purpose.
     let r = client
-        .post(format!("http://127.0.0.1:{port}/events"))
+        .post(&url)
         .header("content-type", "application/json")
         .body(r#"[{"type":"a","data":{"seq":0}},{"type":"a","data":{"seq":1}}]"#)
         .send()
@@ -328,7 +318,7 @@ sinks:
 
     // Now the sampler drops the whole request: still delivered.
     let r = client
-        .post(format!("http://127.0.0.1:{port}/events"))
+        .post(&url)
         .header("content-type", "application/json")
         .body(r#"[{"type":"a","data":{"seq":2}},{"type":"a","data":{"seq":3}}]"#)
         .send()

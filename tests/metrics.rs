@@ -7,17 +7,18 @@ mod common;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use common::{Agent, Mode, Receiver, free_port, free_ports};
+use common::{Agent, Mode, Receiver, free_port};
 
 /// Two of every component type that runs on loopback (sniffing needs root,
 /// which the tests have).
-fn config(dir: &std::path::Path, api: u16, url: &str) -> String {
+fn config(dir: &std::path::Path, url: &str) -> String {
     let d = dir.display();
     let mut sources = String::new();
     let mut transforms = String::new();
     let mut sinks = String::new();
     for i in 1..=2 {
-        let [ingest, proxy, upstream] = free_ports();
+        // Where nothing listens: the agent takes ports of its choosing.
+        let upstream = free_port();
         sources.push_str(&format!(
             "  agent{i}: {{type: agent}}\n\
              \x20 file{i}: {{type: file, include: [\"{d}/{i}.log\"]}}\n\
@@ -25,8 +26,8 @@ fn config(dir: &std::path::Path, api: u16, url: &str) -> String {
              \x20 gen{i}: {{type: generator, rate: 10}}\n\
              \x20 host{i}: {{type: host, interval: 1s}}\n\
              \x20 sniff{i}: {{type: http_capture, mode: sniff, interface: lo, ports: [{upstream}]}}\n\
-             \x20 proxy{i}: {{type: http_capture, mode: proxy, listen: \"127.0.0.1:{proxy}\", upstream: \"127.0.0.1:{upstream}\"}}\n\
-             \x20 ingest{i}: {{type: ingest, address: \"127.0.0.1:{ingest}\"}}\n"
+             \x20 proxy{i}: {{type: http_capture, mode: proxy, listen: \"127.0.0.1:0\", upstream: \"127.0.0.1:{upstream}\"}}\n\
+             \x20 ingest{i}: {{type: ingest, address: \"127.0.0.1:0\"}}\n"
         ));
         transforms.push_str(&format!(
             "  dedupe{i}: {{type: dedupe, inputs: [file{i}], fields: [data.message]}}\n\
@@ -52,7 +53,7 @@ fn config(dir: &std::path::Path, api: u16, url: &str) -> String {
         ));
     }
     format!(
-        "data_dir: {{data_dir}}\napi: {{address: \"127.0.0.1:{api}\"}}\nsources:\n{sources}transforms:\n{transforms}sinks:\n{sinks}"
+        "data_dir: {{data_dir}}\napi: {{address: \"127.0.0.1:0\"}}\nsources:\n{sources}transforms:\n{transforms}sinks:\n{sinks}"
     )
 }
 
@@ -69,12 +70,11 @@ async fn metrics_of_two_of_every_component_type_parse_strictly() {
     for i in 1..=2 {
         std::fs::write(dir.path().join(format!("{i}.log")), "{\"a\": 1}\n").unwrap();
     }
-    let api = free_port();
-    let config = config(dir.path(), api, &receiver.url());
+    let config = config(dir.path(), &receiver.url());
     let (code, stderr) = common::validate(&config.replace("{data_dir}", &dir.path().display().to_string()));
     assert_eq!(code, 0, "{stderr}\n{config}");
     let mut agent = Agent::start(&config);
-    agent.wait_ready(api);
+    let api = agent.ready();
 
     // Every component has registered its own metrics once both file
     // sources and both sniffers report theirs.

@@ -8,18 +8,19 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Agent, LogWriter, Mode, Receiver, free_port};
+use common::{Agent, Extra, LogWriter, Mode, Receiver, config_path, file_to_http};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-fn config(dir: &Path, url: &str, api: u16) -> String {
-    format!(
-        "data_dir: {{data_dir}}\napi: {{address: \"127.0.0.1:{api}\"}}\nsources:\n  logs:\n    type: file\n    include: [\"{}/app.log*\"]\nsinks:\n  out:\n    type: http\n    inputs: [logs]\n    url: {url}\n",
-        dir.display()
-    )
+fn config(dir: &Path, url: &str) -> String {
+    file_to_http(&format!("{}/app.log*", dir.display()), url, Extra::default())
 }
 
-fn config_path(agent: &Agent) -> std::path::PathBuf {
-    agent.data_dir().parent().unwrap().join("agent.yaml")
+/// The `ingest` source `apps` into an http sink, with the API, all on ports
+/// the agent picks; `sources` and `sinks` add components.
+fn ingest_config(url: &str, sources: &str, sinks: &str) -> String {
+    format!(
+        "data_dir: {{data_dir}}\napi: {{address: \"127.0.0.1:0\"}}\nsources:\n  apps:\n    type: ingest\n    address: \"127.0.0.1:0\"\n{sources}sinks:\n  out:\n    type: http\n    inputs: [apps]\n    url: {url}\n    batch: {{timeout: 50ms}}\n{sinks}"
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,12 +31,12 @@ async fn a_reload_in_the_middle_of_a_stream_loses_and_repeats_nothing() {
     a.count_only();
     b.count_only();
     let dir = tempfile::tempdir().unwrap();
-    let api = free_port();
-    let mut agent = Agent::start(&config(dir.path(), &a.url(), api));
-    agent.wait_ready(api);
+    let mut agent = Agent::start(&config(dir.path(), &a.url()));
+    agent.ready();
     let writer = LogWriter { rate: 50_000.0, ..LogWriter::new(&dir.path().join("app.log")) };
     let writing = tokio::task::spawn_blocking(move || writer.write(0, LINES));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The stream flows to A.
+    a.wait_for_unique(1000, Duration::from_secs(30)).await;
 
     // The sink now sends to B.
     let path = config_path(&agent);
@@ -55,7 +56,9 @@ async fn a_reload_in_the_middle_of_a_stream_loses_and_repeats_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Stopped, the agent has sent all it will: any repeat has arrived.
+    agent.signal("TERM");
+    agent.wait_exit(Duration::from_secs(20));
     let (ca, cb) = (a.seq_counts(), b.seq_counts());
     let count = |v: &Vec<u8>, i: usize| u64::from(v.get(i).copied().unwrap_or(0));
     let lost: Vec<usize> = (0..LINES as usize).filter(|i| count(&ca, *i) + count(&cb, *i) == 0).collect();
@@ -76,9 +79,8 @@ async fn a_config_that_does_not_validate_is_refused_and_the_pipeline_runs_on() {
     let a = Receiver::start(Mode::Accept).await;
     a.count_only();
     let dir = tempfile::tempdir().unwrap();
-    let api = free_port();
-    let mut agent = Agent::start(&config(dir.path(), &a.url(), api));
-    agent.wait_ready(api);
+    let mut agent = Agent::start(&config(dir.path(), &a.url()));
+    let api = agent.ready();
     let log = dir.path().join("app.log");
     LogWriter::new(&log).write(0, 1000);
     a.wait_for_unique(1000, Duration::from_secs(20)).await;
@@ -89,11 +91,7 @@ async fn a_config_that_does_not_validate_is_refused_and_the_pipeline_runs_on() {
     // Through the API this time.
     let answer = common::client().post(format!("http://127.0.0.1:{api}/reload")).send().await.unwrap();
     assert_eq!(answer.status().as_u16(), 202);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !agent.logs().contains("the new config is refused") {
-        assert!(std::time::Instant::now() < deadline, "{}", agent.logs());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    agent.wait_log(&["the new config is refused"], Duration::from_secs(10));
     // The error names the line and column.
     assert!(agent.logs().contains("agent.yaml:"), "{}", agent.logs());
     LogWriter::new(&log).write(1000, 1000);
@@ -137,26 +135,30 @@ async fn post_on(conn: &mut tokio::net::TcpStream, seq: u64) -> u16 {
 async fn a_reload_rebuilds_what_changed_and_the_rest_runs_on() {
     let a = Receiver::start(Mode::Accept).await;
     let b = Receiver::start(Mode::Accept).await;
-    let (api, ingest) = (free_port(), free_port());
+    // The connection waits idle while 20,000 events are published on
+    // others: longer than the default `header_timeout` on a slow machine.
     let config = |url: &str, cache: u32| {
-        format!(
-            "data_dir: {{data_dir}}\napi: {{address: \"127.0.0.1:{api}\"}}\nsources:\n  apps:\n    type: ingest\n    address: \"127.0.0.1:{ingest}\"\ntransforms:\n  once:\n    type: dedupe\n    inputs: [apps]\n    fields: [data.seq]\n    cache_size: {cache}\nsinks:\n  out:\n    type: http\n    inputs: [once]\n    url: {url}\n    batch: {{timeout: 50ms}}\n"
+        ingest_config(url, "    header_timeout: 10m\n", "").replace("inputs: [apps]", "inputs: [once]").replace(
+            "sinks:\n",
+            &format!(
+                "transforms:\n  once:\n    type: dedupe\n    inputs: [apps]\n    fields: [data.seq]\n    cache_size: {cache}\nsinks:\n"
+            ),
         )
     };
     let mut agent = Agent::start(&config(&a.url(), 1000));
-    agent.wait_ready(api);
+    let api = agent.ready();
+    let ingest = agent.listening("apps");
     let path = config_path(&agent);
-    let reloads = |agent: &Agent| agent.logs().matches("reloaded").count();
-    let wait_reloads = |agent: &Agent, n: usize| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while reloads(agent) < n {
-            assert!(std::time::Instant::now() < deadline, "{}", agent.logs());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    let wait_reloads = |agent: &mut Agent, n: usize| {
+        agent.wait_logs(&["reloaded"], n, Duration::from_secs(30));
+    };
+    let dropped_by_dedupe = async || {
+        common::metric(&common::metrics(api).await, "hostwatch_events_dropped_total{component_id=\"once\"")
+            .unwrap_or(0.0)
     };
 
     // A connection to the ingest source, kept open across the reload.
-    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", ingest)).await.unwrap();
+    let mut conn = tokio::net::TcpStream::connect(ingest).await.unwrap();
     assert_eq!(post_on(&mut conn, 0).await, 202);
     a.wait_for_unique(1, Duration::from_secs(10)).await;
 
@@ -164,31 +166,30 @@ async fn a_reload_rebuilds_what_changed_and_the_rest_runs_on() {
     std::fs::write(&path, config(&b.url(), 1000).replace("{data_dir}", agent.data_dir().to_str().unwrap()))
         .unwrap();
     agent.signal("HUP");
-    wait_reloads(&agent, 1);
+    wait_reloads(&mut agent, 1);
     // The source kept its connection: it was not rebuilt. The dedupe kept
     // its memory: event 0 again is a duplicate and goes nowhere.
     assert_eq!(post_on(&mut conn, 0).await, 202);
     assert_eq!(post_on(&mut conn, 1).await, 202);
     b.wait_for_unique(1, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    common::wait_until("the dedupe dropped event 0", Duration::from_secs(10), async || {
+        dropped_by_dedupe().await >= 1.0
+    })
+    .await;
     assert_eq!(b.seq_report(2), (vec![0], 0, 0), "B should have event 1 only");
     a.assert_exactly_once(1);
 
     // Now the transform changes while events stream in: the source waits
     // (ingest answers 503, which the publisher retries) and nothing is lost.
-    let url = format!("http://127.0.0.1:{ingest}/events");
+    let url = format!("http://{ingest}/events");
     let publishing = tokio::spawn(async move { common::publish(&url, 2, 20_000, 20).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.wait_for_unique(100, Duration::from_secs(30)).await;
     std::fs::write(&path, config(&b.url(), 2000).replace("{data_dir}", agent.data_dir().to_str().unwrap()))
         .unwrap();
     agent.signal("HUP");
-    wait_reloads(&agent, 2);
+    wait_reloads(&mut agent, 2);
     publishing.await.unwrap();
     b.wait_for_unique(20_001, Duration::from_secs(30)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (missing, repeated, beyond) = b.seq_report(20_002);
-    assert_eq!(missing, vec![0]);
-    assert_eq!((repeated, beyond), (0, 0));
     // The open connection still works: the source ran on through both.
     assert_eq!(post_on(&mut conn, 30_000).await, 202);
     let logs = agent.logs();
@@ -199,11 +200,22 @@ async fn a_reload_rebuilds_what_changed_and_the_rest_runs_on() {
     let text = config(&b.url(), 2000).replace("{data_dir}", agent.data_dir().to_str().unwrap()) + &added;
     std::fs::write(&path, text).unwrap();
     agent.signal("HUP");
-    wait_reloads(&agent, 3);
+    wait_reloads(&mut agent, 3);
     assert_eq!(post_on(&mut conn, 30_001).await, 202);
     a.wait_for_unique(2, Duration::from_secs(10)).await;
     b.wait_for_unique(20_003, Duration::from_secs(10)).await;
     assert!(agent.logs().contains("rebuilt=copy"), "{}", agent.logs());
+    // Stopped, the agent has sent all it will: any repeat has arrived. B
+    // has every event but the duplicate 0, once, and the two sent later.
+    drop(conn);
+    agent.signal("TERM");
+    agent.wait_exit(Duration::from_secs(20));
+    let (missing, repeated, _) = b.seq_report(20_002);
+    assert_eq!(missing, vec![0]);
+    assert_eq!(repeated, 0);
+    let counts = b.seq_counts();
+    let beyond: Vec<usize> = (20_002..counts.len()).filter(|s| counts[*s] > 0).collect();
+    assert_eq!(beyond, [30_000, 30_001]);
 }
 
 /// The usual reason to change a sink's URL: the old endpoint is down. Its
@@ -214,10 +226,9 @@ async fn a_reload_away_from_a_sink_that_is_down_loses_nothing() {
     let a = Receiver::start(Mode::FailEvery(1)).await;
     let b = Receiver::start(Mode::Accept).await;
     let dir = tempfile::tempdir().unwrap();
-    let api = free_port();
-    let text = format!("shutdown_timeout: 1s\n{}", config(dir.path(), &a.url(), api));
+    let text = format!("shutdown_timeout: 1s\n{}", config(dir.path(), &a.url()));
     let mut agent = Agent::start(&text);
-    agent.wait_ready(api);
+    agent.ready();
     LogWriter::new(&dir.path().join("app.log")).write(0, 5000);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while a.failed() < 3 {
@@ -229,7 +240,9 @@ async fn a_reload_away_from_a_sink_that_is_down_loses_nothing() {
     std::fs::write(&path, text).unwrap();
     agent.signal("HUP");
     b.wait_for_unique(5000, Duration::from_secs(30)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Stopped, the agent has sent all it will: any repeat has arrived.
+    agent.signal("TERM");
+    agent.wait_exit(Duration::from_secs(20));
     b.assert_exactly_once(5000);
     assert_eq!(a.unique(), 0);
     assert!(agent.logs().contains("read again what was not delivered"), "{}", agent.logs());
@@ -242,18 +255,14 @@ async fn a_reload_away_from_a_sink_that_is_down_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_to_a_port_that_is_taken_keeps_the_running_pipeline() {
     let a = Receiver::start(Mode::Accept).await;
-    let (api, ingest) = (free_port(), free_port());
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken_port = taken.local_addr().unwrap().port();
     let config = |port: u16| {
-        format!(
-            "data_dir: {{data_dir}}\napi: {{address: \"127.0.0.1:{api}\"}}\nsources:\n  apps:\n    type: ingest\n    address: \"127.0.0.1:{port}\"\nsinks:\n  out:\n    type: http\n    inputs: [apps]\n    url: {}\n    batch: {{timeout: 50ms}}\n",
-            a.url()
-        )
+        ingest_config(&a.url(), "", "").replace("127.0.0.1:0\"\nsinks", &format!("127.0.0.1:{port}\"\nsinks"))
     };
-    let mut agent = Agent::start(&config(ingest));
-    agent.wait_ready(api);
-    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", ingest)).await.unwrap();
+    let mut agent = Agent::start(&config(0));
+    let api = agent.ready();
+    let mut conn = tokio::net::TcpStream::connect(agent.listening("apps")).await.unwrap();
     assert_eq!(post_on(&mut conn, 0).await, 202);
     a.wait_for_unique(1, Duration::from_secs(10)).await;
 
@@ -261,12 +270,7 @@ async fn a_reload_to_a_port_that_is_taken_keeps_the_running_pipeline() {
     std::fs::write(&path, config(taken_port).replace("{data_dir}", agent.data_dir().to_str().unwrap()))
         .unwrap();
     agent.signal("HUP");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !agent.logs().contains("the new config is refused, the running pipeline goes on") {
-        assert!(agent.child_alive(), "the agent ended:\n{}", agent.logs());
-        assert!(std::time::Instant::now() < deadline, "{}", agent.logs());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    agent.wait_log(&["the new config is refused, the running pipeline goes on"], Duration::from_secs(30));
     assert!(agent.logs().contains(&format!("cannot listen on 127.0.0.1:{taken_port}")), "{}", agent.logs());
     let health: serde_json::Value =
         common::get(&format!("http://127.0.0.1:{api}/health")).await.json().await.unwrap();
@@ -290,16 +294,10 @@ async fn a_reload_to_a_port_that_is_taken_keeps_the_running_pipeline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_that_fails_to_start_goes_back_to_the_previous_config() {
     let a = Receiver::start(Mode::Accept).await;
-    let (api, ingest) = (free_port(), free_port());
-    let config = |extra: &str| {
-        format!(
-            "data_dir: {{data_dir}}\napi: {{address: \"127.0.0.1:{api}\"}}\nsources:\n  apps:\n    type: ingest\n    address: \"127.0.0.1:{ingest}\"\n{extra}sinks:\n  out:\n    type: http\n    inputs: [apps]\n    url: {}\n    batch: {{timeout: 50ms}}\n",
-            a.url()
-        )
-    };
+    let config = |extra: &str| ingest_config(&a.url(), extra, "");
     let mut agent = Agent::start(&config(""));
-    agent.wait_ready(api);
-    let url = format!("http://127.0.0.1:{ingest}/events");
+    let api = agent.ready();
+    let url = agent.ingest_url("apps");
     common::publish(&url, 0, 10, 5).await;
     a.wait_for_unique(10, Duration::from_secs(10)).await;
 
@@ -310,19 +308,16 @@ async fn a_reload_that_fails_to_start_goes_back_to_the_previous_config() {
     .replace("inputs: [apps]", "inputs: [apps, web]");
     std::fs::write(&path, broken.replace("{data_dir}", agent.data_dir().to_str().unwrap())).unwrap();
     agent.signal("HUP");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !agent.logs().contains("the previous config runs again") {
-        assert!(agent.child_alive(), "the agent ended:\n{}", agent.logs());
-        assert!(std::time::Instant::now() < deadline, "{}", agent.logs());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    agent.wait_log(&["the previous config runs again"], Duration::from_secs(30));
     let health: serde_json::Value =
         common::get(&format!("http://127.0.0.1:{api}/health")).await.json().await.unwrap();
     assert_eq!(health["status"], "degraded", "{health}");
     let why = health["reload_error"].as_str().unwrap_or_default();
     assert!(why.contains("could not start") && why.contains("hostwatch-none0"), "{health}");
 
-    // The previous pipeline takes and delivers events.
+    // The previous pipeline takes and delivers events (on the port it
+    // listens on now, should it have listened again).
+    let url = agent.ingest_url("apps");
     common::publish(&url, 10, 10, 5).await;
     a.wait_for_unique(20, Duration::from_secs(10)).await;
     a.assert_exactly_once(20);

@@ -78,7 +78,6 @@ fn echoing_401() -> (u16, Arc<AtomicU64>) {
 /// A scratch directory with the secret files, the places the config names.
 struct Setup {
     dir: tempfile::TempDir,
-    api: u16,
 }
 
 impl Setup {
@@ -87,18 +86,19 @@ impl Setup {
         std::fs::write(dir.path().join("token"), format!("{SECRET}-file\n")).unwrap();
         std::fs::create_dir(dir.path().join("credentials")).unwrap();
         std::fs::write(dir.path().join("credentials/amqp"), format!("{SECRET}-cred")).unwrap();
-        Setup { dir, api: free_port() }
+        Setup { dir }
     }
 
     fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 
-    /// Writes a config; `{data_dir}`, `{api}` and `{dir}` are filled in.
+    /// Writes a config; `{data_dir}`, `{api}` (a port the agent picks) and
+    /// `{dir}` are filled in.
     fn config(&self, text: &str) -> PathBuf {
         let text = text
             .replace("{data_dir}", self.data_dir().to_str().unwrap())
-            .replace("{api}", &self.api.to_string())
+            .replace("{api}", "0")
             .replace("{dir}", self.dir.path().to_str().unwrap());
         let path = self.dir.path().join("agent.yaml");
         std::fs::write(&path, text).unwrap();
@@ -259,7 +259,8 @@ async fn run_everything(format: &str) -> Vec<(String, String)> {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let health_url = format!("http://127.0.0.1:{}/health", setup.api);
+    let api = common::listening_in(&log, "api", &mut child);
+    let health_url = format!("http://{api}/health");
     let must_fail = ["dead", "refused", "failing", "unauthorized", "rabbit", "cache", "kafka"];
     let deadline = Instant::now() + Duration::from_secs(90);
     let health = loop {
@@ -293,8 +294,7 @@ async fn run_everything(format: &str) -> Vec<(String, String)> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     channels.push(("GET /health".to_string(), health));
-    channels
-        .push(("GET /metrics".to_string(), get(&format!("http://127.0.0.1:{}/metrics", setup.api)).await));
+    channels.push(("GET /metrics".to_string(), get(&format!("http://{api}/metrics")).await));
 
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());

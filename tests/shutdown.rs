@@ -5,29 +5,29 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Agent, Mode, Receiver, free_ports};
+use common::{Agent, Mode, Receiver};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_that_times_out_counts_every_event_it_drops() {
     const EVENTS: u64 = 35;
     let receiver = Receiver::start(Mode::FailEvery(1)).await;
-    let [api, ingest] = free_ports();
     // Events wait in the transform's input, the sink's buffer, a batch being
     // built and requests being retried.
     let config = format!(
-        "data_dir: {{data_dir}}\nshutdown_timeout: 1s\napi: {{address: \"127.0.0.1:{api}\"}}\n\
-         sources:\n  apps: {{type: ingest, address: \"127.0.0.1:{ingest}\"}}\n\
+        "data_dir: {{data_dir}}\nshutdown_timeout: 1s\napi: {{address: \"127.0.0.1:0\"}}\n\
+         sources:\n  apps: {{type: ingest, address: \"127.0.0.1:0\"}}\n\
          transforms:\n  keep:\n    type: filter\n    inputs: [apps]\n    condition: 'type != \"x\"'\n\
          sinks:\n  out:\n    type: http\n    inputs: [keep]\n    url: {}\n    \
          batch: {{max_events: 4, timeout: 50ms}}\n    buffer: {{type: memory, max_events: 10}}\n",
         receiver.url()
     );
     let mut agent = Agent::start(&config);
-    agent.wait_ready(api);
+    agent.ready();
+    let url = agent.ingest_url("apps");
     let client = common::client();
     for seq in 0..EVENTS {
         let answer = client
-            .post(format!("http://127.0.0.1:{ingest}/events"))
+            .post(&url)
             .header("content-type", "application/json")
             .body(common::test_event(seq).to_string())
             .send()

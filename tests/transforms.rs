@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{Agent, Mode, Receiver, free_port};
+use common::{Agent, Mode, Receiver};
 
 /// FNV-1a (64 bits) then the MurmurHash3 finalizer, as `sample` documents it.
 fn stable_hash(bytes: &[u8]) -> u64 {
@@ -65,11 +65,10 @@ async fn parse_filter_sample_deliver_exactly_what_the_rules_predict() {
     text.push_str("this is not an access log line\n");
     std::fs::write(dir.path().join("access.log"), text).unwrap();
 
-    let api = free_port();
     let config = format!(
         r#"
 data_dir: {{data_dir}}
-api: {{address: "127.0.0.1:{api}"}}
+api: {{address: "127.0.0.1:0"}}
 sources:
   access:
     type: file
@@ -132,9 +131,24 @@ sinks:
     assert!(expected.len() > 300 && expected.len() < 2_000, "{} expected", expected.len());
 
     let mut agent = Agent::start(&config);
-    agent.wait_ready(api);
+    let api = agent.ready();
     receiver.wait_for_unique(expected.len() as u64, Duration::from_secs(30)).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Dropped events acknowledge their source: the checkpoint reaches the
+    // end of the file, past the /health lines and the malformed last line.
+    let file_len = std::fs::metadata(dir.path().join("access.log")).unwrap().len();
+    let checkpoint = agent.data_dir().join("checkpoints/access.json");
+    let offset = || {
+        let saved: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&checkpoint).unwrap_or_default()).unwrap_or_default();
+        saved["files"][0]["offset"].as_u64().unwrap_or(0)
+    };
+    common::wait_until("the checkpoint moved past every dropped line", Duration::from_secs(30), async || {
+        offset() == file_len
+    })
+    .await;
+    let metrics = common::metrics(api).await;
+    // Stopped, the agent has sent all it will: any repeat has arrived.
+    agent.stop();
     let events = receiver.events();
     let got: HashSet<u64> = events
         .iter()
@@ -155,22 +169,6 @@ sinks:
         // The event's time is the log line's.
         assert!(e["time"].as_str().unwrap().starts_with("2026-11-27T03:50:"), "{e}");
     }
-    // Dropped events acknowledge their source: the checkpoint reaches the
-    // end of the file, past the /health lines and the malformed last line.
-    let file_len = std::fs::metadata(dir.path().join("access.log")).unwrap().len();
-    let checkpoint = agent.data_dir().join("checkpoints/access.json");
-    let mut offset = 0;
-    for _ in 0..100 {
-        let saved: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&checkpoint).unwrap_or_default()).unwrap_or_default();
-        offset = saved["files"][0]["offset"].as_u64().unwrap_or(0);
-        if offset == file_len {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(offset, file_len, "the checkpoint moved past every dropped line");
-    let metrics = common::get(&format!("http://127.0.0.1:{api}/metrics")).await.text().await.unwrap();
     assert!(metrics.contains(r#"component_id="parsed",component_kind="transform",component_type="parse",reason="parse_failed"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"hostwatch_events_dropped_total{component_id="no_health",component_kind="transform",component_type="filter",reason="filtered"} 750"#), "{metrics}");
 }
@@ -263,13 +261,12 @@ async fn nginx_referrer_and_user_agent_are_read_alike() {
         r#"::1 - - [27/Nov/2026:03:50:01 +0000] "GET /b HTTP/1.1" 200 5 "-" "ua \x22b\x22""#,
     ];
     std::fs::write(dir.path().join("access.log"), lines.join("\n") + "\n").unwrap();
-    let api = free_port();
     let mut agent = Agent::start(&format!(
-        "data_dir: {{data_dir}}\napi: {{address: \"127.0.0.1:{api}\"}}\nsources:\n  access:\n    type: file\n    include: [\"{}/*.log\"]\ntransforms:\n  parsed:\n    type: parse\n    inputs: [access]\n    format: nginx_combined\nsinks:\n  out:\n    type: http\n    inputs: [parsed]\n    url: {}\n    batch: {{timeout: 50ms}}\n",
+        "data_dir: {{data_dir}}\napi: {{address: \"127.0.0.1:0\"}}\nsources:\n  access:\n    type: file\n    include: [\"{}/*.log\"]\ntransforms:\n  parsed:\n    type: parse\n    inputs: [access]\n    format: nginx_combined\nsinks:\n  out:\n    type: http\n    inputs: [parsed]\n    url: {}\n    batch: {{timeout: 50ms}}\n",
         dir.path().display(),
         receiver.url()
     ));
-    agent.wait_ready(api);
+    agent.ready();
     receiver.wait_for(2, Duration::from_secs(20)).await;
     let mut events = receiver.events();
     events.sort_by_key(|e| e["data"]["path"].as_str().unwrap_or_default().to_string());

@@ -22,17 +22,12 @@ use tokio::task::JoinSet;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_hostwatch");
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, for an address where nothing should
+/// answer, or for a server of another program that cannot be told to take
+/// port 0. Anything the test or the agent can bind itself binds port 0
+/// instead: a port chosen here can be taken by a test running beside.
 pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
-
-/// `N` distinct ports nobody listens on right now: each is held until all
-/// are chosen, so that two calls cannot hand out the same port.
-pub fn free_ports<const N: usize>() -> [u16; N] {
-    let held: Vec<StdListener> =
-        (0..N).map(|_| StdListener::bind("127.0.0.1:0").expect("free port")).collect();
-    std::array::from_fn(|i| held[i].local_addr().expect("bound address").port())
 }
 
 // === the agent ===
@@ -42,6 +37,8 @@ pub struct Agent {
     pub dir: tempfile::TempDir,
     pub log: PathBuf,
     pub stdout: PathBuf,
+    /// The API's port, once read from the log.
+    api: Option<u16>,
 }
 
 impl Agent {
@@ -63,7 +60,7 @@ impl Agent {
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("start hostwatch");
-        Agent { child, dir, log, stdout }
+        Agent { child, dir, log, stdout, api: None }
     }
 
     /// Starts the agent as the unprivileged user `nobody` (the test must
@@ -87,7 +84,7 @@ impl Agent {
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("start hostwatch");
-        Agent { child, dir, log, stdout }
+        Agent { child, dir, log, stdout, api: None }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -103,16 +100,63 @@ impl Agent {
             .collect()
     }
 
-    /// Waits until something accepts connections on `addr`.
-    pub fn wait_listening(&mut self, addr: SocketAddr) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(addr).is_err() {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("hostwatch exited with {status} before listening:\n{}", self.logs());
+    /// Waits for the first log line that contains every one of `parts`,
+    /// and returns it.
+    pub fn wait_log(&mut self, parts: &[&str], within: Duration) -> String {
+        self.wait_logs(parts, 1, within).pop().expect("one line")
+    }
+
+    /// Waits until `n` log lines contain every one of `parts`, and returns
+    /// them all (there may be more than `n`).
+    pub fn wait_logs(&mut self, parts: &[&str], n: usize, within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let logs = self.logs();
+            let found: Vec<String> =
+                logs.lines().filter(|l| parts.iter().all(|p| l.contains(p))).map(str::to_string).collect();
+            if found.len() >= n {
+                return found;
             }
-            assert!(Instant::now() < deadline, "hostwatch did not listen on {addr}:\n{}", self.logs());
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("hostwatch exited with {status} before logging {n} × {parts:?}:\n{logs}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hostwatch did not log {n} × {parts:?} within {within:?}:\n{logs}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The address `component` listens on (`api` for the API), from the
+    /// last `listening` line it logged: configs give port 0, the agent
+    /// picks a free one, so that tests running side by side cannot take
+    /// each other's ports.
+    pub fn listening(&mut self, component: &str) -> SocketAddr {
+        listening_in(&self.log, component, &mut self.child)
+    }
+
+    /// The API's port, read from the log the first time.
+    pub fn api(&mut self) -> u16 {
+        if let Some(port) = self.api {
+            return port;
+        }
+        let port = self.listening("api").port();
+        self.api = Some(port);
+        port
+    }
+
+    /// Waits until the agent is ready (see [`wait_ready`](Self::wait_ready))
+    /// and returns its API port.
+    pub fn ready(&mut self) -> u16 {
+        let api = self.api();
+        self.wait_ready(api);
+        api
+    }
+
+    /// The URL of the `ingest` source `component`, once it listens.
+    pub fn ingest_url(&mut self, component: &str) -> String {
+        format!("http://{}/events", self.listening(component))
     }
 
     /// Waits until `/health` on the API port answers 200: every source has
@@ -155,6 +199,14 @@ impl Agent {
         assert!(status.map(|s| s.success()).unwrap_or(false), "kill -s {signal} failed");
     }
 
+    /// Stops the agent with SIGTERM and checks that it exits 0: what it
+    /// sends has arrived then.
+    pub fn stop(&mut self) {
+        self.signal("TERM");
+        let status = self.wait_exit(Duration::from_secs(30));
+        assert!(status.success(), "hostwatch exited with {status}:\n{}", self.logs());
+    }
+
     /// Waits for the agent to exit on its own.
     pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
         let deadline = Instant::now() + within;
@@ -175,6 +227,96 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The address `component` listens on, from the last `listening` line in
+/// the log file `log` of the agent `child` (see [`Agent::listening`]).
+pub fn listening_in(log: &Path, component: &str, child: &mut Child) -> SocketAddr {
+    // Text logs write an id bare and a name quoted; JSON logs quote both.
+    let text = format!("component={component} ");
+    let quoted = format!("component=\"{component}\" ");
+    let json = format!("\"component\":\"{component}\"");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let logs = std::fs::read_to_string(log).unwrap_or_default();
+        let line = logs.lines().rfind(|l| {
+            l.contains("listening") && [&text, &quoted, &json].iter().any(|c| l.contains(c.as_str()))
+        });
+        if let Some(address) = line.and_then(address_in) {
+            return address;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("hostwatch exited with {status} before `{component}` listened:\n{logs}");
+        }
+        assert!(Instant::now() < deadline, "`{component}` did not listen:\n{logs}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The `address=` of a log line, in text or JSON format.
+fn address_in(line: &str) -> Option<SocketAddr> {
+    let at = line
+        .find("address=")
+        .map(|i| i + "address=".len())
+        .or_else(|| line.find("\"address\":\"").map(|i| i + "\"address\":\"".len()))?;
+    let rest = &line[at..];
+    let end = rest.find([' ', '"']).unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// A config of a file source `logs` over `include` into an http sink `out`
+/// that posts to `url`, with the API on a port the agent picks (see
+/// [`Agent::ready`]) and `{data_dir}` as the data directory.
+pub fn file_to_http(include: &str, url: &str, extra: Extra) -> String {
+    format!(
+        "data_dir: {{data_dir}}\napi:\n  address: 127.0.0.1:0\n{top}sources:\n  logs:\n    type: file\n    \
+         include: [\"{include}\"]\n{source}sinks:\n  out:\n    type: http\n    inputs: [logs]\n    url: {url}\n{sink}",
+        top = extra.top,
+        source = extra.source,
+        sink = extra.sink,
+    )
+}
+
+/// A config of an `ingest` source `apps` on a port the agent picks (see
+/// [`Agent::ingest_url`]) into an http sink `out` that posts to `url`, with
+/// the API on a port the agent picks too.
+pub fn ingest_to_http(url: &str, extra: Extra) -> String {
+    format!(
+        "data_dir: {{data_dir}}\napi:\n  address: 127.0.0.1:0\n{top}sources:\n  apps:\n    type: ingest\n    \
+         address: 127.0.0.1:0\n{source}sinks:\n  out:\n    type: http\n    inputs: [apps]\n    url: {url}\n{sink}",
+        top = extra.top,
+        source = extra.source,
+        sink = extra.sink,
+    )
+}
+
+/// Lines added to a config of [`file_to_http`] or [`ingest_to_http`]: at
+/// the top level (not indented), to the source's and to the sink's settings
+/// (indented four spaces). Each line ends with a newline.
+#[derive(Clone, Copy, Default)]
+pub struct Extra<'a> {
+    pub top: &'a str,
+    pub source: &'a str,
+    pub sink: &'a str,
+}
+
+/// The config file an agent was started with.
+pub fn config_path(agent: &Agent) -> PathBuf {
+    agent.dir.path().join("agent.yaml")
+}
+
+/// The agent's `/metrics` page.
+pub async fn metrics(api: u16) -> String {
+    get(&format!("http://127.0.0.1:{api}/metrics")).await.text().await.expect("metrics text")
+}
+
+/// Polls `check` every 20 ms until it holds, or panics after `within`.
+pub async fn wait_until(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -236,7 +378,8 @@ struct Shared {
 pub struct Receiver {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
-    server: Option<tokio::task::JoinHandle<()>>,
+    /// The server's task, and what stops it.
+    server: Option<(tokio::task::JoinHandle<()>, tokio_util::sync::CancellationToken)>,
     up: Arc<AtomicBool>,
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
@@ -283,7 +426,10 @@ impl Receiver {
     }
 
     async fn start_with(mode: Mode, tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>) -> Receiver {
-        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        // Port 0 and the listener kept: no other test can take the port
+        // between choosing and binding it.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the receiver");
+        let addr = listener.local_addr().expect("bound address");
         let shared = Arc::new(Shared {
             events: Mutex::new(Vec::new()),
             keep: AtomicBool::new(true),
@@ -300,7 +446,7 @@ impl Receiver {
             refusing: AtomicBool::new(false),
         });
         let mut r = Receiver { addr, shared, server: None, up: Arc::new(AtomicBool::new(false)), tls };
-        r.up().await;
+        r.serve(listener);
         r
     }
 
@@ -325,21 +471,17 @@ impl Receiver {
         *self.shared.delay.lock().unwrap() = delay;
     }
 
-    /// Stops listening and drops every connection: the agent sees
+    /// Stops listening and closes every connection: the agent sees
     /// "connection refused" until [`up`](Self::up).
     ///
-    /// First every request gets 503 for a moment, so that requests already
-    /// recorded have their answers written: cutting a connection between
-    /// recording a batch and answering for it would make the agent send it
-    /// again (at least once), and the tests count exactly.
+    /// Requests under way are answered first, and their connections closed
+    /// after: cutting a connection between recording a batch and answering
+    /// for it would make the agent send it again (at least once), and the
+    /// tests count exactly. Requests that arrive meanwhile get 503.
     pub async fn down(&mut self) {
-        {
-            let _events = self.shared.events.lock().unwrap();
-            self.shared.refusing.store(true, Ordering::SeqCst);
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        if let Some(server) = self.server.take() {
-            server.abort();
+        self.shared.refusing.store(true, Ordering::SeqCst);
+        if let Some((server, stop)) = self.server.take() {
+            stop.cancel();
             let _ = server.await;
         }
         self.up.store(false, Ordering::SeqCst);
@@ -352,34 +494,46 @@ impl Receiver {
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         };
+        self.serve(listener);
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
         let shared = self.shared.clone();
         let tls = self.tls.clone().map(tokio_rustls::TlsAcceptor::from);
-        self.server = Some(tokio::spawn(async move {
-            // Connections live in this set: aborting the server drops them all.
+        let stop = tokio_util::sync::CancellationToken::new();
+        let stopped = stop.clone();
+        let server = tokio::spawn(async move {
             let mut connections = JoinSet::new();
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let stream = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(_) => continue,
+                    },
+                    _ = stopped.cancelled() => break,
+                };
                 let shared = shared.clone();
                 let tls = tls.clone();
+                let stopped = stopped.clone();
                 connections.spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let shared = shared.clone();
-                        async move { Ok::<_, std::convert::Infallible>(handle(req, &shared).await) }
-                    });
-                    let http = hyper::server::conn::http1::Builder::new();
                     match tls {
                         Some(acceptor) => {
-                            if let Ok(stream) = acceptor.accept(stream).await {
-                                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                            let accepted = tokio::select! {
+                                a = acceptor.accept(stream) => a,
+                                _ = stopped.cancelled() => return,
+                            };
+                            if let Ok(stream) = accepted {
+                                serve_connection(stream, shared, stopped).await;
                             }
                         }
-                        None => {
-                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
-                        }
+                        None => serve_connection(stream, shared, stopped).await,
                     }
                 });
             }
-        }));
+            drop(listener);
+            while connections.join_next().await.is_some() {}
+        });
+        self.server = Some((server, stop));
         self.up.store(true, Ordering::SeqCst);
         self.shared.refusing.store(false, Ordering::SeqCst);
     }
@@ -471,6 +625,28 @@ impl Receiver {
                 self.count()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Serves one connection until the peer closes it or `stop` fires; then the
+/// request under way is answered before the connection closes.
+async fn serve_connection<S>(stream: S, shared: Arc<Shared>, stop: tokio_util::sync::CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(req, &shared).await) }
+    });
+    let connection =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
         }
     }
 }
@@ -595,8 +771,14 @@ pub async fn get(url: &str) -> reqwest::Response {
 /// A request answered 503 (or not answered) is sent again, whole: the
 /// endpoint accepts a request entirely or not at all.
 pub async fn publish(url: &str, first: u64, count: u64, per_request: u64) -> u64 {
+    let retried = AtomicU64::new(0);
+    publish_counting(url, first, count, per_request, &retried).await;
+    retried.into_inner()
+}
+
+/// [`publish`], counting requests sent again in `retried` as they happen.
+pub async fn publish_counting(url: &str, first: u64, count: u64, per_request: u64, retried: &AtomicU64) {
     let client = client();
-    let mut retried = 0;
     let mut seq = first;
     let mut i = 0u64;
     while seq < first + count {
@@ -633,13 +815,12 @@ pub async fn publish(url: &str, first: u64, count: u64, per_request: u64) -> u64
                 Ok(r) => panic!("ingest answered {}: {}", r.status(), r.text().await.unwrap_or_default()),
                 Err(_) => {}
             }
-            retried += 1;
+            retried.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         seq += n;
         i += 1;
     }
-    retried
 }
 
 pub fn test_event(seq: u64) -> Value {
@@ -795,15 +976,6 @@ pub fn numbered(path: &Path, n: u32) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(format!(".{n}"));
     PathBuf::from(s)
-}
-
-/// The CPU seconds a process has used so far (user + system).
-pub fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Open file descriptors of a process.

@@ -217,6 +217,7 @@ impl HttpCapture {
         let started = match &self.capture {
             Capture::Proxy { listen, upstream } => match tokio::net::TcpListener::bind(listen).await {
                 Ok(l) => {
+                    tracing::info!(component = %cx.id, address = %l.local_addr().unwrap_or(*listen), "listening");
                     tokio::spawn(accept(l, upstream.clone(), self.recording.clone(), tx, cx.metrics.clone()));
                     Ok(())
                 }

@@ -173,6 +173,8 @@ impl Ingest {
                 return Err(msg);
             }
         };
+        let bound = listener.local_addr().unwrap_or(self.config.address);
+        tracing::info!(component = %cx.id, address = %bound, "listening");
         tracing::info!(
             component = %cx.id,
             address = %self.config.address,
