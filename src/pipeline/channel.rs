@@ -316,7 +316,11 @@ mod tests {
         tx.send(batch(8)).await.unwrap();
         let tx2 = tx.clone();
         let blocked = tokio::spawn(async move { tx2.send(batch(5)).await });
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // One thread (the test runtime's): yielding lets the sender run
+        // until it waits for room.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
         assert!(!blocked.is_finished());
         assert_eq!(rx.recv().await.unwrap().len(), 8);
         blocked.await.unwrap().unwrap();
