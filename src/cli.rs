@@ -87,6 +87,9 @@ pub enum Command {
 /// Runs a parsed command line; the returned code is the process's exit code.
 pub fn main(cli: Cli) -> ExitCode {
     crate::util::redact::scrub_panics();
+    if matches!(cli.command, Command::Example { .. } | Command::Reference | Command::Schema) {
+        printing_only();
+    }
     match cli.command {
         // A dry run is what `validate --connect` does.
         Command::Run { config, dry_run: true } => validate(&config, true),
@@ -109,5 +112,17 @@ pub fn main(cli: Cli) -> ExitCode {
         },
         Command::Buffer { action, config } => buffer(action, &config),
         Command::DeadLetters { action, sink, config } => dead_letters(action, &sink, &config),
+    }
+}
+
+/// Commands that only print end quietly when their reader goes away
+/// (`hostwatch schema | head`), as other Unix tools do, instead of
+/// panicking on a closed stdout. Not for commands that open sockets: a
+/// write to a peer that closed would then kill them.
+fn printing_only() {
+    // SAFETY: called before any thread is started; it only restores the
+    // default action of one signal.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

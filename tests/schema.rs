@@ -150,3 +150,24 @@ fn the_schema_describes_each_type_with_its_docs() {
     assert_eq!(timeout["default"], "30s", "{timeout}");
     assert!(timeout["description"].as_str().unwrap().contains("SIGTERM"), "{timeout}");
 }
+
+/// A reader that stops early (`hostwatch schema | head`) ends the command
+/// quietly, as it ends `cat`: no panic about a closed stdout. The schema
+/// is larger than a pipe holds, so the agent is still writing when the
+/// reader goes.
+#[test]
+fn printing_to_a_reader_that_stops_early_is_not_a_panic() {
+    use std::io::Read;
+    let mut child = Command::new(BIN)
+        .arg("schema")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 1];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // The pipe's reading end is closed here, before the rest is written.
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
