@@ -33,8 +33,6 @@ use crate::event::id::IdGen;
 use crate::event::{AckSet, EventBatch, Map, Str, Value, time};
 
 use self::proc::Sample;
-pub use self::proc::clock_ticks;
-pub use self::processes::read_users;
 use self::processes::{ProcessMatch, Processes};
 use self::services::{ServiceConfig, Services};
 use self::threshold::{Threshold, ThresholdConfig};

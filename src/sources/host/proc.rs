@@ -14,13 +14,7 @@ use super::system::{self, Figures};
 use super::{Group, MountsConfig};
 use crate::config::BuildError;
 use crate::event::{Map, Str, Value};
-
-/// Clock ticks per second, the unit of CPU times in `/proc`.
-pub fn clock_ticks() -> f64 {
-    // SAFETY: sysconf only reads a system constant.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 { ticks as f64 } else { 100.0 }
-}
+use crate::util::sys::clock_ticks;
 
 /// Filesystems that are not disks.
 const PSEUDO: &[&str] = &[

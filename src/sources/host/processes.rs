@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::config::BuildError;
 use crate::event::{Map, Str, Value};
+use crate::util::sys::{clock_ticks, read_users};
 
 /// One entry of `processes:` — a name, or a match on name, command line and user.
 #[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
@@ -91,7 +92,7 @@ impl Processes {
             known: HashMap::new(),
             users: read_users(),
             first: true,
-            ticks: super::clock_ticks(),
+            ticks: clock_ticks(),
             boot,
             exits: None,
         })
@@ -207,18 +208,4 @@ fn stat(pid: u32) -> Option<(u64, u64, String)> {
     let f: Vec<&str> = s.get(close + 2..)?.split_whitespace().collect();
     // After the name: state(0) ppid(1) ... starttime(19).
     Some((f.get(19)?.parse().ok()?, f.get(1)?.parse().ok()?, name))
-}
-
-/// User names by uid, from /etc/passwd.
-pub fn read_users() -> HashMap<u32, String> {
-    std::fs::read_to_string("/etc/passwd")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split(':');
-            let name = f.next()?;
-            let uid = f.nth(1)?.parse().ok()?;
-            Some((uid, name.to_string()))
-        })
-        .collect()
 }
